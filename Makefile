@@ -1,0 +1,43 @@
+# Two commands on a fresh clone (README): `make figures` (main job) and `make test` (CI: .ci/run).
+# Each creates .venv on first use and installs the project into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+PROFILE ?= default
+CORES ?= all
+export PATH := $(BIN):$(PATH)
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: figures test lint unit smoke claims bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+figures: $(VENV)/.installed  ## every figure of the profile (default: embedded data)
+	snakemake --cores $(CORES) all --config profile=$(PROFILE)
+
+test: lint unit smoke claims  ## what CI runs
+
+lint: $(VENV)/.installed
+	ruff check .
+	ruff format --check .
+
+unit: $(VENV)/.installed
+	pytest -m "not claims"
+
+smoke: $(VENV)/.installed  ## the whole DAG on reduced data
+	snakemake --cores 2 all --config profile=smoke --quiet rules
+
+claims: $(VENV)/.installed  ## the papers' claims, asserted on the smoke outputs
+	pytest -m claims
+
+bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
+	python benchmarks/sharpness_vs_peers.py
+
+clean:
+	rm -rf data/runs results figures/*.png figures/*.pdf figures/*.json logs .snakemake

@@ -1,0 +1,282 @@
+"""Curvature measurements of the edge-of-stability papers, on any ``nn.Module`` and batch-mean loss.
+
+Common arguments: ``model``, ``loss_fn(pred, y)`` returning the batch-mean loss L (the Hessian is of exactly that
+function, see :mod:`eoslab.losses`), data ``X, y``; ``params`` (a dict overriding the module's parameter values),
+``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (examples per chunk for
+full-batch quantities). Mini-batches are drawn by :func:`sample_batches`: b distinct examples (without replacement,
+γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples (with replacement, γ = 1), independently for each of the m batches.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from eoslab.eigen import EigResult, lanczos, start_vector
+from eoslab.losses import LossFn
+from eoslab.operators import HessianOperator, MiniBatchHessians, Params, objective, split_params
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte-Carlo mean over m draws: ``values`` (m,), ``mean`` and its standard error ``se`` = std/√m."""
+
+    values: Tensor
+
+    @property
+    def mean(self) -> float:
+        return self.values.mean().item()
+
+    @property
+    def se(self) -> float:
+        m = self.values.numel()
+        return self.values.std().item() / m**0.5 if m > 1 else float("nan")
+
+
+def sample_batches(
+    n: int, batch_size: int, n_batches: int, replace: bool = False, generator: torch.Generator | None = None
+) -> Tensor:
+    """(m, b) example indices: each row b distinct indices (``replace=False``) or b i.i.d. uniform ones."""
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, n={n}], got {batch_size}")
+    if replace:
+        return torch.randint(n, (n_batches, batch_size), generator=generator)
+    return torch.stack([torch.randperm(n, generator=generator)[:batch_size] for _ in range(n_batches)])
+
+
+def top_eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    k: int = 1,
+    *,
+    params: Params | None = None,
+    names: Iterable[str] | None = None,
+    chunk_size: int | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> EigResult:
+    """The k largest eigenpairs of the full-batch Hessian ∇²L(θ) by Lanczos (``EigResult`` with m = 1).
+
+    ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous measurement's.
+    """
+    op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
+    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, v0, generator)
+    return lanczos(op.matvec, v, k, tol, max_iter, generator)
+
+
+def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
+    """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", seed 000); with k > 1 the top-k eigenvalues as a tensor.
+
+    L = (1/n) Σ_i ℓ_i over all of (X, y). Options as for :func:`top_eigenvalues`.
+    """
+    values = top_eigenvalues(model, loss_fn, X, y, k, **options).values[0]
+    return values.item() if k == 1 else values
+
+
+def minibatch_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    n_batches: int = 20,
+    *,
+    batches: Tensor | None = None,
+    replace: bool = False,
+    params: Params | None = None,
+    names: Iterable[str] | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS, E_B[λmax(H_B)].
+
+    L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (seed 000, Lemma 1).
+    All m Lanczos problems run together on the stacked block-diagonal operator; ``batches`` fixes the (m, b)
+    indices, otherwise they are drawn by :func:`sample_batches`. ``v0`` (dim,) warm-starts every batch.
+    """
+    if batches is None:
+        batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
+    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
+    warm = None if v0 is None else v0.reshape(-1, op.dim).sum(0).expand(op.m, op.dim)
+    v = start_vector((op.m, op.dim), op.gradients.dtype, op.gradients.device, warm, generator)
+    return Estimate(lanczos(op.matvec, v, 1, tol, max_iter, generator).values[:, 0])
+
+
+def batch_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    n_batches: int = 20,
+    *,
+    batches: Tensor | None = None,
+    replace: bool = False,
+    params: Params | None = None,
+    names: Iterable[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (seed 000, published version).
+
+    The expectation is outside the ratio; one HVP per batch, all batches at once.
+    """
+    if batches is None:
+        batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
+    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
+    g = op.gradients
+    return Estimate((g * op.matvec(g)).sum(-1) / (g * g).sum(-1))
+
+
+def directional_sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, **options) -> float:
+    """Full-batch directional sharpness ∇Lᵀ H ∇L / ‖∇L‖² (seed 000 eq. 2; seed 002's ‖H‖_{S_n} for GD)."""
+    op = HessianOperator(model, loss_fn, X, y, **options)
+    g = op.gradient
+    return ((g @ op.matvec(g)) / (g @ g)).item()
+
+
+def layers(model: nn.Module) -> dict[str, list[str]]:
+    """Module name → names of the parameters it owns directly (e.g. "0" → ["0.weight", "0.bias"])."""
+    out = {}
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+        if own:
+            out[name] = own
+    return out
+
+
+def layer_sharpness(
+    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, params: Params | None = None, **options
+) -> dict[str, float]:
+    """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, seed 003, Ch. 3).
+
+    By Cauchy interlacing each is ≤ the full sharpness. Returns module name → value; options as for
+    :func:`top_eigenvalues`.
+    """
+    return {
+        layer: top_eigenvalues(model, loss_fn, X, y, 1, params=params, names=names, **options).values[0, 0].item()
+        for layer, names in layers(model).items()
+    }
+
+
+@dataclass(frozen=True)
+class InteractionSharpness:
+    """Seed 002's quantities for batch size b: tr(H S_b), tr(S_b), tr(S_n) = ‖∇L‖², with S_b = E[g_b g_bᵀ].
+
+    ``sharpness`` = ‖H‖_{S_b} = tr(H S_b)/tr(S_b) (interaction-aware sharpness) and ``rho`` = ρ_b = tr(S_n)/tr(S_b);
+    the IIR bound reads ‖H‖_{S_b} ≤ 2ρ_b/η. ``*_se`` are standard errors (0 for the exact computation); the
+    ratios' by the delta method.
+    """
+
+    tr_HS: float
+    tr_S: float
+    tr_Sn: float
+    tr_HS_se: float = 0.0
+    tr_S_se: float = 0.0
+    sharpness_se: float = 0.0
+    rho_se: float = 0.0
+
+    @property
+    def sharpness(self) -> float:
+        return self.tr_HS / self.tr_S
+
+    @property
+    def rho(self) -> float:
+        return self.tr_Sn / self.tr_S
+
+
+def gamma(n: int, batch_size: int, replace: bool) -> float:
+    """γ_{n,b} = (n − b)/(n − 1) without replacement, 1 with replacement (Lee & Jang): C_b = (γ/b)(S_1 − S_n)."""
+    return 1.0 if replace else (n - batch_size) / (n - 1)
+
+
+def interaction_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    n_batches: int = 100,
+    *,
+    exact: bool = False,
+    replace: bool = False,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> InteractionSharpness:
+    """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang, seed 002).
+
+    Sampled (default): m mini-batch gradients g_b, tr(H S_b) ≈ mean g_bᵀ H g_b and tr(S_b) ≈ mean ‖g_b‖².
+    ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
+    tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
+    (n HVPs, vectorised).
+    """
+    op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
+    g_full = op.gradient
+    f = objective(model, loss_fn, split_params(model, params)[1])
+    per_batch_grad = vmap(grad(f), in_dims=(None, 0, 0))
+    if exact:
+        examples = [
+            op.space.flatten(per_batch_grad(op.theta, Xc[:, None], yc[:, None]), batch_dims=1)
+            for Xc, yc in zip(X.split(chunk_size or len(X)), y.split(chunk_size or len(X)), strict=True)
+        ]
+        gi = torch.cat(examples)
+        c = gamma(len(X), batch_size, replace) / batch_size
+        gHg_full = (g_full @ op.matvec(g_full)).item()
+        tr_HS1 = (gi * op.matvec(gi)).sum(-1).mean().item()
+        tr_S1 = (gi * gi).sum(-1).mean().item()
+        gg = (g_full @ g_full).item()
+        return InteractionSharpness(c * tr_HS1 + (1 - c) * gHg_full, c * tr_S1 + (1 - c) * gg, gg)
+    idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
+    gb = op.space.flatten(per_batch_grad(op.theta, X[idx], y[idx]), batch_dims=1)
+    a = (gb * op.matvec(gb)).sum(-1)
+    s = (gb * gb).sum(-1)
+    m = len(a)
+    ratio = a.mean() / s.mean()
+    # delta method for a ratio of means: Var(ā/s̄) ≈ Var(a − r·s)/(m·s̄²)
+    ratio_se = ((a - ratio * s).std() / (m**0.5 * s.mean())).item()
+    gg = (g_full @ g_full).item()
+    rho = gg / s.mean().item()
+    return InteractionSharpness(
+        a.mean().item(),
+        s.mean().item(),
+        gg,
+        tr_HS_se=(a.std() / m**0.5).item(),
+        tr_S_se=(s.std() / m**0.5).item(),
+        sharpness_se=ratio_se,
+        rho_se=rho * (s.std() / m**0.5).item() / s.mean().item(),
+    )
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    n_probes: int = 100,
+    *,
+    params: Params | None = None,
+    names: Iterable[str] | None = None,
+    chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    """Hutchinson's estimate of tr(H) = E_v[vᵀHv], v Rademacher (of a layer block with ``names``)."""
+    op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
+    v = torch.randint(0, 2, (n_probes, op.dim), generator=generator).to(op.gradient) * 2 - 1
+    return Estimate((v * op.matvec(v)).sum(-1))
+
+
+def gradient_norms(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, params: Params | None = None) -> dict:
+    """‖∇_{θ_i} L‖ for every layer i (module name → value), and "" (the root module's name) → ‖∇L‖."""
+    theta, frozen = split_params(model, params)
+    g = grad(objective(model, loss_fn, frozen))(theta, X, y)
+    sq = {k: v.pow(2).sum() for k, v in g.items()}
+    out = {layer: sum(sq[k] for k in names).sqrt().item() for layer, names in layers(model).items()}
+    return out | {"": sum(sq.values()).sqrt().item()}

@@ -1,0 +1,177 @@
+"""Hessians as linear operators on flat parameter vectors, built with torch.func.
+
+An operator here is an object with ``matvec(v) -> Hv`` over vectors of its ``dim`` (``v`` may carry leading batch
+dimensions: each row is multiplied separately, vectorised with ``vmap``). Eigen-solvers and trace estimators in
+:mod:`eoslab.eigen` and :mod:`eoslab.curvature` only ever see ``matvec``.
+
+HVP route. For a loss L(θ) the operator keeps, per data chunk, the closure of ``torch.func.vjp(grad(L), θ)``:
+reverse-over-reverse with the gradient's graph built once and replayed for every product at the same θ. Measured on a
+4×512 tanh MLP (3072 inputs, n=1024, 2 CPU threads; ``benchmarks/sharpness_vs_peers.py``): building it costs about
+one gradient plus bookkeeping and each HVP about 1.3 gradients, against 3.1 gradients for forward-over-reverse
+``jvp(grad(L))`` recomputed per product and 1.4 for a reused ``torch.func.linearize`` (whose build costs ~12
+gradients). ``reuse=False`` switches to forward-over-reverse ``jvp(grad(L))`` per chunk and per product: memory is
+then bounded by one chunk, which is what the full-batch Hessian of 50k examples needs.
+"""
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, jvp, vjp, vmap
+
+from eoslab.losses import LossFn
+
+Params = dict[str, Tensor]
+ObjectiveFn = Callable[[Params, Tensor, Tensor], Tensor]
+
+
+class ParamSpace:
+    """The map between a dict of parameter tensors and one flat vector (concatenated in dict order)."""
+
+    def __init__(self, params: Params):
+        self.shapes = {k: v.shape for k, v in params.items()}
+        self.sizes = [v.numel() for v in params.values()]
+        self.dim = sum(self.sizes)
+
+    def flatten(self, tree: Params, batch_dims: int = 0) -> Tensor:
+        """Concatenate ``tree``'s tensors into shape (*batch, dim)."""
+        return torch.cat([t.reshape(*t.shape[:batch_dims], -1) for t in tree.values()], dim=-1)
+
+    def unflatten(self, vec: Tensor) -> Params:
+        """Split a (*batch, dim) tensor into the parameter shapes, keeping the batch dimensions."""
+        parts = vec.split(self.sizes, dim=-1)
+        return {k: p.reshape(*vec.shape[:-1], *s) for (k, s), p in zip(self.shapes.items(), parts, strict=True)}
+
+
+def split_params(
+    model: nn.Module, params: Params | None = None, names: Iterable[str] | None = None
+) -> tuple[Params, Params]:
+    """(θ, frozen): θ the parameters to differentiate (``names``, default all), frozen the rest plus buffers.
+
+    ``params`` overrides the module's current values (the run engine keeps its parameters in a dict).
+    """
+    values = dict(params) if params is not None else {k: p.detach() for k, p in model.named_parameters()}
+    selected = list(values) if names is None else list(names)
+    unknown = [k for k in selected if k not in values]
+    if unknown:
+        raise KeyError(f"no parameters named {unknown}; the model has {list(values)}")
+    theta = {k: values[k] for k in selected}
+    frozen = {k: v for k, v in values.items() if k not in theta} | dict(model.named_buffers())
+    return theta, frozen
+
+
+def objective(model: nn.Module, loss_fn: LossFn, frozen: Params) -> ObjectiveFn:
+    """L(θ; X, y) = loss_fn(model(X; θ ∪ frozen), y), a pure function of the parameter dict θ."""
+
+    def f(theta: Params, X: Tensor, y: Tensor) -> Tensor:
+        return loss_fn(functional_call(model, theta | frozen, (X,)), y)
+
+    return f
+
+
+def row_wise(fn: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
+    """Apply a vector map to a (dim,) tensor or to each row of a (*batch, dim) tensor (vmapped)."""
+    if v.dim() == 1:
+        return fn(v)
+    flat = v.reshape(-1, v.shape[-1])
+    out = fn(flat[0])[None] if flat.shape[0] == 1 else vmap(fn)(flat)
+    return out.reshape(v.shape)
+
+
+class HessianOperator:
+    """H = ∇²_θ L(θ), the Hessian of the batch-mean loss over (X, y) w.r.t. the parameters ``names``.
+
+    L = Σ_c (n_c/n)·L_c over chunks of at most ``chunk_size`` examples, so H, the gradient ∇L and the loss are
+    exact full-batch quantities whatever the chunking. Restricting ``names`` to one layer's (W_i, b_i) gives the
+    Hessian block of that layer with all other parameters fixed (Fox, seed 003: the layer sharpness).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        X: Tensor,
+        y: Tensor,
+        params: Params | None = None,
+        names: Iterable[str] | None = None,
+        chunk_size: int | None = None,
+        reuse: bool = True,
+    ):
+        self.theta, frozen = split_params(model, params, names)
+        self.space = ParamSpace(self.theta)
+        self.dim = self.space.dim
+        self.f = objective(model, loss_fn, frozen)
+        n = X.shape[0]
+        size = n if chunk_size is None else chunk_size
+        self.chunks = [(len(Xc) / n, Xc, yc) for Xc, yc in zip(X.split(size), y.split(size), strict=True)]
+        self.reuse = reuse
+        self.n_matvecs = 0
+        grads, self.loss, self._vjps = [], 0.0, []
+        for w, Xc, yc in self.chunks:
+            if reuse:
+                g, vjp_fn, loss = vjp(
+                    lambda th, Xc=Xc, yc=yc: grad_and_value(self.f)(th, Xc, yc), self.theta, has_aux=True
+                )
+                self._vjps.append(vjp_fn)
+            else:
+                g, loss = grad_and_value(self.f)(self.theta, Xc, yc)
+            grads.append(w * self.space.flatten(g))
+            self.loss += w * loss.detach()
+        self.gradient = torch.stack(grads).sum(0).detach()
+
+    def _hvp(self, v: Tensor) -> Tensor:
+        tangent = self.space.unflatten(v)
+        out = 0.0
+        for (w, Xc, yc), vjp_fn in zip(self.chunks, self._vjps or [None] * len(self.chunks), strict=True):
+            if vjp_fn is not None:
+                hv = vjp_fn(tangent)[0]
+            else:
+                hv = jvp(lambda th, Xc=Xc, yc=yc: grad(self.f)(th, Xc, yc), (self.theta,), (tangent,))[1]
+            out = out + w * self.space.flatten(hv)
+        return out
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """Hv for v of shape (dim,) or (*batch, dim)."""
+        self.n_matvecs += v.numel() // self.dim
+        return row_wise(self._hvp, v.to(self.gradient.dtype)).detach()
+
+
+class MiniBatchHessians:
+    """The m mini-batch Hessians H_{B_j} = ∇²_θ L_{B_j}(θ) as one block-diagonal operator on (m, dim) tensors.
+
+    L_{B_j} = (1/b) Σ_{i∈B_j} ℓ_i. The m problems are stacked: with one copy θ_j of the parameters per batch,
+    F(θ_1..θ_m) = Σ_j L_{B_j}(θ_j) has the block-diagonal Hessian diag(H_{B_1}, ..., H_{B_m}), and one reused
+    ``vjp(grad(F))`` multiplies every block at once (vmapped over batches). ``gradients[j]`` is g_{B_j} = ∇L_{B_j}.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        Xs: Tensor,
+        ys: Tensor,
+        params: Params | None = None,
+        names: Iterable[str] | None = None,
+    ):
+        theta, frozen = split_params(model, params, names)
+        self.space = ParamSpace(theta)
+        self.dim = self.space.dim
+        self.m = Xs.shape[0]
+        f = objective(model, loss_fn, frozen)
+        stacked = {k: v.expand(self.m, *v.shape).clone() for k, v in theta.items()}
+
+        def total(th: Params) -> tuple[Tensor, Tensor]:
+            losses = vmap(f)(th, Xs, ys)
+            return losses.sum(), losses.detach()
+
+        def grads(th: Params) -> tuple[Params, Tensor]:
+            return grad(total, has_aux=True)(th)
+
+        g, self._vjp, self.losses = vjp(grads, stacked, has_aux=True)
+        self.gradients = self.space.flatten(g, batch_dims=1).detach()
+        self.n_matvecs = 0
+
+    def matvec(self, V: Tensor) -> Tensor:
+        """(H_{B_1} V_1, ..., H_{B_m} V_m) for V of shape (m, dim)."""
+        self.n_matvecs += 1
+        return self.space.flatten(self._vjp(self.space.unflatten(V.to(self.gradients.dtype)))[0], 1).detach()

@@ -1,0 +1,182 @@
+"""Every curvature measurement against dense Hessians (float64: rel. err ≤ 1e-6; float32: ≤ 1e-3)."""
+
+import itertools
+
+import pytest
+import torch
+from conftest import PROBLEMS, dense_hessian, make_problem
+from torch.func import functional_call, grad
+
+import eoslab
+from eoslab.curvature import gamma, layers
+from eoslab.operators import HessianOperator, ParamSpace
+
+
+def rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def test_top_k_eigenvalues_match_dense(problem64):
+    model, loss_fn, X, y = problem64
+    dense = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y)).flip(0)[:3]
+    res = eoslab.top_eigenvalues(model, loss_fn, X, y, k=3, tol=1e-9)
+    assert torch.allclose(res.values[0], dense, rtol=1e-6)
+    assert res.converged and (res.residuals <= 1e-9 * res.values.abs()).all()
+    assert eoslab.sharpness(model, loss_fn, X, y, tol=1e-9) == pytest.approx(dense[0].item(), rel=1e-6)
+
+
+def test_lanczos_residuals_are_true_residuals(problem64):
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    res = eoslab.top_eigenvalues(model, loss_fn, X, y, k=2, tol=1e-4)
+    v, lam = res.vectors[0], res.values[0]
+    true = (v @ H - lam[:, None] * v).norm(dim=-1)
+    assert torch.allclose(res.residuals[0], true, rtol=1e-3, atol=1e-10)
+    assert torch.allclose(v @ v.T, torch.eye(2, dtype=v.dtype), atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", PROBLEMS)
+def test_float32_within_1e3(kind):
+    model, loss_fn, X, y = make_problem(kind, torch.float32)
+    m64, _, X64, y64 = make_problem(kind, torch.float64)
+    dense = torch.linalg.eigvalsh(dense_hessian(m64, loss_fn, X64, y64))[-1].item()
+    assert rel(eoslab.sharpness(model, loss_fn, X, y, tol=1e-4), dense) <= 1e-3
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_chunked_operator_is_the_full_batch_hessian(problem64, reuse):
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    op = HessianOperator(model, loss_fn, X, y, chunk_size=5, reuse=reuse)
+    V = torch.randn(3, op.dim, dtype=torch.float64)
+    assert torch.allclose(op.matvec(V), V @ H, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(op.matvec(V[0]), H @ V[0], rtol=1e-10, atol=1e-12)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    g = grad(lambda p: loss_fn(functional_call(model, p, (X,)), y))(params)
+    assert torch.allclose(op.gradient, ParamSpace(g).flatten(g), rtol=1e-10, atol=1e-12)
+    assert op.loss.item() == pytest.approx(loss_fn(model(X), y).item(), rel=1e-12)
+
+
+def test_layer_sharpness_is_top_eigenvalue_of_dense_block(problem64):
+    model, loss_fn, X, y = problem64
+    full = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y))[-1].item()
+    got = eoslab.layer_sharpness(model, loss_fn, X, y, tol=1e-9)
+    assert list(got) == list(layers(model))
+    for layer, names in layers(model).items():
+        block = dense_hessian(model, loss_fn, X, y, names)
+        assert got[layer] == pytest.approx(torch.linalg.eigvalsh(block)[-1].item(), rel=1e-6)
+        assert got[layer] <= full * (1 + 1e-9)  # Cauchy interlacing
+
+
+def test_layer_names_of_a_sequential():
+    model, *_ = make_problem("tanh_mse", torch.float64)
+    assert layers(model) == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"], "4": ["4.weight", "4.bias"]}
+
+
+def test_minibatch_and_batch_sharpness_match_dense_per_batch(problem64):
+    model, loss_fn, X, y = problem64
+    batches = eoslab.sample_batches(len(X), 6, 5, generator=torch.Generator().manual_seed(1))
+    mini = eoslab.minibatch_sharpness(model, loss_fn, X, y, 6, batches=batches, tol=1e-9)
+    bs = eoslab.batch_sharpness(model, loss_fn, X, y, 6, batches=batches)
+    for j, idx in enumerate(batches):
+        H = dense_hessian(model, loss_fn, X[idx], y[idx])
+        assert mini.values[j].item() == pytest.approx(torch.linalg.eigvalsh(H)[-1].item(), rel=1e-6)
+        g = HessianOperator(model, loss_fn, X[idx], y[idx]).gradient
+        assert bs.values[j].item() == pytest.approx((g @ H @ g / (g @ g)).item(), rel=1e-8)
+    assert mini.mean == pytest.approx(mini.values.mean().item())
+    assert mini.se == pytest.approx(mini.values.std().item() / 5**0.5)
+
+
+def test_directional_sharpness_matches_dense(problem64):
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    g = HessianOperator(model, loss_fn, X, y).gradient
+    assert eoslab.directional_sharpness(model, loss_fn, X, y) == pytest.approx((g @ H @ g / (g @ g)).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+def test_average_minibatch_sharpness_bounds_full_batch(problem64, b):
+    """Seed 000 Lemma 1: E_B[λmax(H_B)] ≥ λmax(H), exact over the enumeration of all batches of a small set."""
+    model, loss_fn, X, y = problem64
+    X, y = X[:8], y[:8]
+    full = eoslab.sharpness(model, loss_fn, X, y, tol=1e-9)
+    every = torch.tensor(list(itertools.combinations(range(8), b)))
+    avg = eoslab.minibatch_sharpness(model, loss_fn, X, y, b, batches=every, tol=1e-9).mean
+    assert avg >= full * (1 - 1e-9)
+
+
+def enumerate_interaction(model, loss_fn, X, y, b, replace):
+    """tr(H S_b) and tr(S_b) by enumerating every mini-batch (ordered tuples with replacement, subsets without)."""
+    n = len(X)
+    H = dense_hessian(model, loss_fn, X, y)
+    draws = itertools.product(range(n), repeat=b) if replace else itertools.combinations(range(n), b)
+    gs = torch.stack([HessianOperator(model, loss_fn, X[list(B)], y[list(B)]).gradient for B in draws])
+    return (gs @ H * gs).sum(-1).mean().item(), (gs * gs).sum(-1).mean().item()
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_interaction_sharpness_exact_equals_enumeration(replace):
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    X, y = X[:7], y[:7]
+    tr_HS, tr_S = enumerate_interaction(model, loss_fn, X, y, 3, replace)
+    got = eoslab.interaction_sharpness(model, loss_fn, X, y, 3, exact=True, replace=replace)
+    assert got.tr_HS == pytest.approx(tr_HS, rel=1e-10)
+    assert got.tr_S == pytest.approx(tr_S, rel=1e-10)
+    g = HessianOperator(model, loss_fn, X, y).gradient
+    assert got.tr_Sn == pytest.approx((g @ g).item(), rel=1e-12)
+    assert got.rho == pytest.approx(got.tr_Sn / tr_S)
+    assert got.sharpness == pytest.approx(tr_HS / tr_S)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_interaction_sharpness_sampled_agrees_within_error_bars(replace):
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    exact = eoslab.interaction_sharpness(model, loss_fn, X, y, 4, exact=True, replace=replace)
+    mc = eoslab.interaction_sharpness(
+        model, loss_fn, X, y, 4, 4000, replace=replace, generator=torch.Generator().manual_seed(0)
+    )
+    assert abs(mc.tr_HS - exact.tr_HS) < 4 * mc.tr_HS_se
+    assert abs(mc.tr_S - exact.tr_S) < 4 * mc.tr_S_se
+    assert abs(mc.sharpness - exact.sharpness) < 4 * mc.sharpness_se
+    assert abs(mc.rho - exact.rho) < 4 * mc.rho_se
+    assert 0 < mc.sharpness_se < 0.05 * mc.sharpness
+
+
+def test_gamma():
+    assert gamma(10, 1, replace=False) == 1.0
+    assert gamma(10, 10, replace=False) == 0.0
+    assert gamma(10, 4, replace=True) == 1.0
+
+
+def test_hutchinson_trace(problem64):
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    est = eoslab.hessian_trace(model, loss_fn, X, y, 2000, generator=torch.Generator().manual_seed(0))
+    assert abs(est.mean - torch.trace(H).item()) < 4 * est.se
+    names = layers(model)["0"]
+    block = eoslab.hessian_trace(model, loss_fn, X, y, 2000, names=names, generator=torch.Generator().manual_seed(0))
+    assert abs(block.mean - torch.trace(dense_hessian(model, loss_fn, X, y, names)).item()) < 4 * block.se
+
+
+def test_gradient_norms(problem64):
+    model, loss_fn, X, y = problem64
+    loss_fn(model(X), y).backward()
+    got = eoslab.gradient_norms(model, loss_fn, X, y)
+    for layer, names in layers(model).items():
+        want = torch.cat([model.get_parameter(k).grad.flatten() for k in names]).norm().item()
+        assert got[layer] == pytest.approx(want, rel=1e-10)
+    total = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert got[""] == pytest.approx(total, rel=1e-10)
+
+
+def test_warm_start_needs_fewer_hvps():
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    before = eoslab.top_eigenvalues(model, loss_fn, X, y, tol=1e-6, generator=gen)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    g = grad(lambda p: loss_fn(functional_call(model, p, (X,)), y))(params)  # one small GD step
+    params = {k: v - 0.01 * g[k] for k, v in params.items()}
+    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, params=params, tol=1e-6, generator=gen)
+    warm = eoslab.top_eigenvalues(model, loss_fn, X, y, params=params, tol=1e-6, v0=before.vectors[0])
+    assert warm.values[0, 0].item() == pytest.approx(cold.values[0, 0].item(), rel=1e-9)
+    assert warm.n_matvecs < cold.n_matvecs

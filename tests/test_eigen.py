@@ -1,0 +1,98 @@
+"""Eigen-solvers on operators with a known spectrum, against exact values and scipy's eigsh."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as sla
+import torch
+from torch import nn
+
+import eoslab
+from eoslab.eigen import lanczos, power_iteration
+
+
+def spectrum_matrix(eigs, seed=0):
+    """A = Q diag(eigs) Qᵀ with a random orthogonal Q; returns (A, Q)."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=torch.float64))
+    return Q @ torch.diag(torch.as_tensor(eigs, dtype=torch.float64)) @ Q.T, Q
+
+
+def unit(dim, seed=1):
+    return torch.randn(1, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_lanczos_recovers_known_spectrum_and_vectors():
+    eigs = torch.linspace(-3, 1, 200, dtype=torch.float64)
+    eigs[-5:] = torch.tensor([5.0, 6.0, 7.5, 9.0, 10.0], dtype=torch.float64)
+    A, Q = spectrum_matrix(eigs)
+    res = lanczos(lambda V: V @ A, unit(200), k=5, tol=1e-10)
+    assert torch.allclose(res.values[0], torch.tensor([10.0, 9.0, 7.5, 6.0, 5.0], dtype=torch.float64), rtol=1e-12)
+    for i in range(5):
+        assert abs(res.vectors[0, i] @ Q[:, 199 - i]).item() == pytest.approx(1.0, abs=1e-9)
+    assert res.converged and res.n_matvecs < 100
+
+
+def test_lanczos_matches_scipy_eigsh():
+    g = torch.Generator().manual_seed(3)
+    B = torch.randn(300, 300, generator=g, dtype=torch.float64)
+    A = (B + B.T) / 2
+    want = sla.eigsh(A.numpy(), k=3, which="LA", tol=1e-12)[0][::-1].copy()
+    res = lanczos(lambda V: V @ A, unit(300), k=3, tol=1e-10, max_iter=300)
+    assert np.allclose(res.values[0].numpy(), want, rtol=1e-9)
+
+
+def test_lanczos_batched_problems_are_independent():
+    A1, _ = spectrum_matrix(torch.arange(1.0, 41.0), seed=0)
+    A2, _ = spectrum_matrix(torch.arange(1.0, 41.0) * 3, seed=1)
+    As = torch.stack([A1, A2])
+    res = lanczos(lambda V: torch.einsum("mij,mj->mi", As, V), torch.cat([unit(40, 1), unit(40, 2)]), tol=1e-10)
+    assert res.values[:, 0].tolist() == pytest.approx([40.0, 120.0], rel=1e-12)
+
+
+def test_lanczos_survives_breakdown_on_low_rank_operator():
+    """A rank-2 operator in 6 dimensions: the Krylov space closes after 2 steps and must restart."""
+    u = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 1.0, 0, 0, 0]], dtype=torch.float64)
+    A = u.T @ torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)) @ u  # eigenvalues 3, 2, 0, 0, 0, 0
+    res = lanczos(lambda V: V @ A, unit(6), k=3, tol=1e-10)
+    assert res.values[0].tolist() == pytest.approx([3.0, 2.0, 0.0], abs=1e-12)
+
+
+def test_lanczos_negative_dominant_spectrum_returns_largest_algebraic():
+    A, _ = spectrum_matrix([-50.0, -1.0, 0.5, 2.0])
+    assert lanczos(lambda V: V @ A, unit(4), tol=1e-12).values[0, 0].item() == pytest.approx(2.0)
+    pi = power_iteration(lambda V: V @ A, unit(4), tol=1e-10, max_iter=1000)
+    assert pi.values[0, 0].item() == pytest.approx(-50.0)  # power iteration finds the largest |λ|, sign kept
+
+
+def test_power_iteration_residual_vs_relative_stopping():
+    """Close top eigenvalues: PyHessian's relative-change rule stops early and is wrong; the residual rule is not."""
+    A, _ = spectrum_matrix(torch.cat([torch.linspace(0, 5, 48), torch.tensor([9.9, 10.0])]))
+    relative = power_iteration(lambda V: V @ A, unit(50), tol=1e-3, max_iter=10_000, criterion="relative")
+    residual = power_iteration(lambda V: V @ A, unit(50), tol=1e-3, max_iter=10_000, criterion="residual")
+    assert relative.n_matvecs < residual.n_matvecs
+    assert residual.residuals[0, 0] <= 1e-3 * 10
+    err_residual = abs(residual.values[0, 0].item() - 10.0)
+    err_relative = abs(relative.values[0, 0].item() - 10.0)
+    assert err_residual <= (1e-3 * 10) ** 2 / 0.1 * 1.01  # |λ − θ| ≤ r²/gap
+    assert err_relative > 10 * err_residual
+
+
+class Quadratic(nn.Module):
+    """L(θ) = ½ θᵀAθ presented as a model whose output is the loss (use with ``loss_fn = pred.mean()``)."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.register_buffer("A", A)
+        self.theta = nn.Parameter(torch.ones(len(A), dtype=A.dtype))
+
+    def forward(self, x):
+        return (0.5 * self.theta @ self.A @ self.theta).expand(len(x))
+
+
+def test_sharpness_of_a_quadratic_is_lambda_max():
+    A, Q = spectrum_matrix([0.1, 0.5, 2.0, 4.0, 8.0])
+    model = Quadratic(A)
+    X = torch.zeros(3, 1, dtype=torch.float64)
+    res = eoslab.top_eigenvalues(model, lambda p, y: p.mean(), X, X, k=2, tol=1e-12)
+    assert res.values[0].tolist() == pytest.approx([8.0, 4.0], rel=1e-12)
+    assert abs(res.vectors[0, 0] @ Q[:, 4]).item() == pytest.approx(1.0, abs=1e-10)
