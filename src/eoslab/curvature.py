@@ -46,6 +46,19 @@ def sample_batches(
     return torch.stack([torch.randperm(n, generator=generator)[:batch_size] for _ in range(n_batches)])
 
 
+def eigs(
+    op: HessianOperator,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> EigResult:
+    """The k largest eigenpairs of a Hessian operator by Lanczos; ``v0`` ((dim,) or (k, dim)) warm-starts."""
+    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, v0, generator)
+    return lanczos(op.matvec, v, k, tol, max_iter, generator)
+
+
 def top_eigenvalues(
     model: nn.Module,
     loss_fn: LossFn,
@@ -66,8 +79,7 @@ def top_eigenvalues(
     ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous measurement's.
     """
     op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
-    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, v0, generator)
-    return lanczos(op.matvec, v, k, tol, max_iter, generator)
+    return eigs(op, k, tol, max_iter, v0, generator)
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
@@ -77,6 +89,24 @@ def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 
     """
     values = top_eigenvalues(model, loss_fn, X, y, k, **options).values[0]
     return values.item() if k == 1 else values
+
+
+def minibatch_eigs(
+    op: MiniBatchHessians,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> EigResult:
+    """λmax(H_{B_j}) for every batch of the stacked operator, all Lanczos problems at once.
+
+    ``v0`` ((dim,), (k, dim) or (m, dim)) warm-starts every batch.
+    """
+    warm = None
+    if v0 is not None:
+        warm = v0.expand(op.m, op.dim) if v0.dim() == 1 or v0.shape[0] != op.m else v0
+    v = start_vector((op.m, op.dim), op.gradients.dtype, op.gradients.device, warm, generator)
+    return lanczos(op.matvec, v, 1, tol, max_iter, generator)
 
 
 def minibatch_sharpness(
@@ -96,18 +126,22 @@ def minibatch_sharpness(
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Estimate:
-    """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS, E_B[λmax(H_B)].
+    """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS.
 
-    L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (seed 000, Lemma 1).
-    All m Lanczos problems run together on the stacked block-diagonal operator; ``batches`` fixes the (m, b)
-    indices, otherwise they are drawn by :func:`sample_batches`. ``v0`` (dim,) warm-starts every batch.
+    L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (seed 000,
+    Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches`` fixes the
+    (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
     """
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
     op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
-    warm = None if v0 is None else v0.reshape(-1, op.dim).sum(0).expand(op.m, op.dim)
-    v = start_vector((op.m, op.dim), op.gradients.dtype, op.gradients.device, warm, generator)
-    return Estimate(lanczos(op.matvec, v, 1, tol, max_iter, generator).values[:, 0])
+    return Estimate(minibatch_eigs(op, tol, max_iter, v0, generator).values[:, 0])
+
+
+def batch_directional(op: MiniBatchHessians) -> Tensor:
+    """g_Bᵀ H_B g_B / ‖g_B‖² for every batch of the stacked operator (one HVP per batch)."""
+    g = op.gradients
+    return (g * op.matvec(g)).sum(-1) / (g * g).sum(-1)
 
 
 def batch_sharpness(
@@ -124,22 +158,24 @@ def batch_sharpness(
     names: Iterable[str] | None = None,
     generator: torch.Generator | None = None,
 ) -> Estimate:
-    """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (seed 000, published version).
+    """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (seed 000, published).
 
     The expectation is outside the ratio; one HVP per batch, all batches at once.
     """
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
-    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
-    g = op.gradients
-    return Estimate((g * op.matvec(g)).sum(-1) / (g * g).sum(-1))
+    return Estimate(batch_directional(MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)))
+
+
+def directional(op: HessianOperator) -> float:
+    """∇Lᵀ H ∇L / ‖∇L‖² of a full-batch operator (its gradient comes with it)."""
+    g = op.gradient
+    return ((g @ op.matvec(g)) / (g @ g)).item()
 
 
 def directional_sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, **options) -> float:
     """Full-batch directional sharpness ∇Lᵀ H ∇L / ‖∇L‖² (seed 000 eq. 2; seed 002's ‖H‖_{S_n} for GD)."""
-    op = HessianOperator(model, loss_fn, X, y, **options)
-    g = op.gradient
-    return ((g @ op.matvec(g)) / (g @ g)).item()
+    return directional(HessianOperator(model, loss_fn, X, y, **options))
 
 
 def layers(model: nn.Module) -> dict[str, list[str]]:
@@ -152,18 +188,55 @@ def layers(model: nn.Module) -> dict[str, list[str]]:
     return out
 
 
+def layer_masks(op: HessianOperator, model: nn.Module) -> dict[str, Tensor]:
+    """Layer name → 0/1 mask over the operator's flat parameter vector selecting that layer's entries."""
+    masks = {}
+    for layer, names in layers(model).items():
+        tree = {k: torch.full_like(v, float(k in names)) for k, v in op.theta.items()}
+        masks[layer] = op.space.flatten(tree)
+    return masks
+
+
+def layer_eigs(
+    op: HessianOperator,
+    masks: dict[str, Tensor],
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> EigResult:
+    """λmax of every diagonal block H_ii = P_i H P_iᵀ at once, with the full operator's reused graph.
+
+    Row i of the batched problem is the operator v ↦ M_i H M_i v (M_i the layer's mask), whose spectrum is that
+    of H_ii plus zeros: one vmapped HVP of the full operator per Lanczos step serves every layer. ``v0`` is
+    (n_layers, dim), e.g. the previous call's vectors.
+    """
+    M = torch.stack(list(masks.values()))
+    warm = None if v0 is None else v0.reshape(len(M), -1) * M + 1e-3 * M  # keep every block's start non-zero
+    v = start_vector(tuple(M.shape), op.gradient.dtype, op.gradient.device, warm, generator) * M
+    return lanczos(lambda V: M * op.matvec(M * V), v, 1, tol, max_iter, generator)
+
+
 def layer_sharpness(
-    model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, *, params: Params | None = None, **options
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Tensor,
+    y: Tensor,
+    *,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, seed 003, Ch. 3).
 
-    By Cauchy interlacing each is ≤ the full sharpness. Returns module name → value; options as for
-    :func:`top_eigenvalues`.
+    By Cauchy interlacing each is ≤ the full sharpness. Returns module name → value (max(λmax(H_ii), 0)).
     """
-    return {
-        layer: top_eigenvalues(model, loss_fn, X, y, 1, params=params, names=names, **options).values[0, 0].item()
-        for layer, names in layers(model).items()
-    }
+    op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
+    masks = layer_masks(op, model)
+    values = layer_eigs(op, masks, tol, max_iter, generator=generator).values[:, 0]
+    return dict(zip(masks, values.tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -197,6 +270,58 @@ def gamma(n: int, batch_size: int, replace: bool) -> float:
     return 1.0 if replace else (n - batch_size) / (n - 1)
 
 
+def interaction(
+    op: HessianOperator,
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    n_batches: int = 100,
+    exact: bool = False,
+    replace: bool = False,
+    generator: torch.Generator | None = None,
+) -> InteractionSharpness:
+    """tr(H S_b), tr(S_b), tr(S_n) with the full-batch operator ``op`` over the same (X, y).
+
+    Sampled (default): m mini-batch gradients g_b, tr(H S_b) ≈ mean g_bᵀ H g_b and tr(S_b) ≈ mean ‖g_b‖².
+    ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
+    tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
+    (n HVPs, vectorised).
+    """
+    g_full = op.gradient
+    gg = (g_full @ g_full).item()
+    batch_grads = vmap(grad(op.f), in_dims=(None, 0, 0))
+    if exact:
+        size = next(len(Xc) for _, Xc, _ in op.chunks)
+        gi = torch.cat(
+            [
+                op.space.flatten(batch_grads(op.theta, Xc[:, None], yc[:, None]), batch_dims=1)
+                for Xc, yc in zip(X.split(size), y.split(size), strict=True)
+            ]
+        )
+        c = gamma(len(X), batch_size, replace) / batch_size
+        gHg = (g_full @ op.matvec(g_full)).item()
+        tr_HS1 = (gi * op.matvec(gi)).sum(-1).mean().item()
+        tr_S1 = (gi * gi).sum(-1).mean().item()
+        return InteractionSharpness(c * tr_HS1 + (1 - c) * gHg, c * tr_S1 + (1 - c) * gg, gg)
+    idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
+    gb = op.space.flatten(batch_grads(op.theta, X[idx], y[idx]), batch_dims=1)
+    a = (gb * op.matvec(gb)).sum(-1)
+    s = (gb * gb).sum(-1)
+    m = len(a)
+    ratio = a.mean() / s.mean()
+    # delta method for a ratio of means: Var(ā/s̄) ≈ Var(a − r·s)/(m·s̄²)
+    s_se = (s.std() / m**0.5).item()
+    return InteractionSharpness(
+        a.mean().item(),
+        s.mean().item(),
+        gg,
+        tr_HS_se=(a.std() / m**0.5).item(),
+        tr_S_se=s_se,
+        sharpness_se=((a - ratio * s).std() / (m**0.5 * s.mean())).item(),
+        rho_se=gg / s.mean().item() * s_se / s.mean().item(),
+    )
+
+
 def interaction_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
@@ -213,46 +338,16 @@ def interaction_sharpness(
 ) -> InteractionSharpness:
     """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang, seed 002).
 
-    Sampled (default): m mini-batch gradients g_b, tr(H S_b) ≈ mean g_bᵀ H g_b and tr(S_b) ≈ mean ‖g_b‖².
-    ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
-    tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
-    (n HVPs, vectorised).
+    See :func:`interaction` for the sampled and the exact computation.
     """
     op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
-    g_full = op.gradient
-    f = objective(model, loss_fn, split_params(model, params)[1])
-    per_batch_grad = vmap(grad(f), in_dims=(None, 0, 0))
-    if exact:
-        examples = [
-            op.space.flatten(per_batch_grad(op.theta, Xc[:, None], yc[:, None]), batch_dims=1)
-            for Xc, yc in zip(X.split(chunk_size or len(X)), y.split(chunk_size or len(X)), strict=True)
-        ]
-        gi = torch.cat(examples)
-        c = gamma(len(X), batch_size, replace) / batch_size
-        gHg_full = (g_full @ op.matvec(g_full)).item()
-        tr_HS1 = (gi * op.matvec(gi)).sum(-1).mean().item()
-        tr_S1 = (gi * gi).sum(-1).mean().item()
-        gg = (g_full @ g_full).item()
-        return InteractionSharpness(c * tr_HS1 + (1 - c) * gHg_full, c * tr_S1 + (1 - c) * gg, gg)
-    idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
-    gb = op.space.flatten(per_batch_grad(op.theta, X[idx], y[idx]), batch_dims=1)
-    a = (gb * op.matvec(gb)).sum(-1)
-    s = (gb * gb).sum(-1)
-    m = len(a)
-    ratio = a.mean() / s.mean()
-    # delta method for a ratio of means: Var(ā/s̄) ≈ Var(a − r·s)/(m·s̄²)
-    ratio_se = ((a - ratio * s).std() / (m**0.5 * s.mean())).item()
-    gg = (g_full @ g_full).item()
-    rho = gg / s.mean().item()
-    return InteractionSharpness(
-        a.mean().item(),
-        s.mean().item(),
-        gg,
-        tr_HS_se=(a.std() / m**0.5).item(),
-        tr_S_se=(s.std() / m**0.5).item(),
-        sharpness_se=ratio_se,
-        rho_se=rho * (s.std() / m**0.5).item() / s.mean().item(),
-    )
+    return interaction(op, X, y, batch_size, n_batches, exact, replace, generator)
+
+
+def hutchinson(op: HessianOperator, n_probes: int = 100, generator: torch.Generator | None = None) -> Estimate:
+    """Hutchinson's estimate of tr(H) = E_v[vᵀHv] with Rademacher probes v (all probes vmapped)."""
+    v = torch.randint(0, 2, (n_probes, op.dim), generator=generator).to(op.gradient) * 2 - 1
+    return Estimate((v * op.matvec(v)).sum(-1))
 
 
 def hessian_trace(
@@ -267,10 +362,8 @@ def hessian_trace(
     chunk_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Estimate:
-    """Hutchinson's estimate of tr(H) = E_v[vᵀHv], v Rademacher (of a layer block with ``names``)."""
-    op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
-    v = torch.randint(0, 2, (n_probes, op.dim), generator=generator).to(op.gradient) * 2 - 1
-    return Estimate((v * op.matvec(v)).sum(-1))
+    """tr(∇²L) by Hutchinson (of a layer's block with ``names``)."""
+    return hutchinson(HessianOperator(model, loss_fn, X, y, params, names, chunk_size), n_probes, generator)
 
 
 def gradient_norms(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, params: Params | None = None) -> dict:

@@ -1,0 +1,175 @@
+"""Run configs: a JSON schema with defaults, validation with messages that name the key, and a content hash.
+
+A run config is a nested dict (YAML or JSON on disk). ``validate`` fills defaults and raises ``ConfigError``
+before anything is computed; ``config_hash`` ties a cached result to the exact config that produced it.
+"""
+
+import copy
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from eoslab.data import DATASETS
+from eoslab.losses import LOSSES
+from eoslab.models import MODELS, PRESETS
+
+RULES = ("gd", "sgd", "ngd", "sqrt_gd")
+SAMPLING = ("subset", "iid", "reshuffle")
+SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
+
+_count = {"type": "integer", "minimum": 0}
+_positive = {"type": "number", "exclusiveMinimum": 0}
+_optional_count = {"type": ["integer", "null"], "minimum": 1, "default": None}
+
+
+def _obj(properties: dict, required: tuple[str, ...] = (), extra: bool = False) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": extra,
+        "default": {},
+    }
+
+
+SCHEMA: dict[str, Any] = _obj(
+    {
+        "name": {"type": "string", "default": "run"},
+        "seed": {**_count, "default": 0, "description": "model initialisation and SGD sampling seed"},
+        "dtype": {"enum": ["float32", "float64"], "default": "float32"},
+        "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
+        "data": _obj({"name": {"enum": sorted(DATASETS)}}, ("name",), extra=True),
+        "model": _obj({"name": {"enum": sorted(MODELS) + sorted(PRESETS)}}, ("name",), extra=True),
+        "loss": {"enum": sorted(LOSSES), "default": "half_mse"},
+        "optimizer": _obj(
+            {
+                "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
+                "lr": _positive,
+                "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                "sampling": {"enum": list(SAMPLING), "default": "subset"},
+                "schedule": {"enum": list(SCHEDULES), "default": "constant"},
+                "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
+                "eps": {"type": "number", "minimum": 0, "default": 1e-12},
+            },
+            ("lr",),
+        ),
+        "steps": _count,
+        "measure": _obj(
+            {
+                "every": {"type": "integer", "minimum": 1, "default": 100},
+                "early_every": {"type": "integer", "minimum": 1, "default": 10},
+                "early_until": {**_count, "default": 0},
+                "subset": _optional_count | {"description": "first n examples for full-batch measures"},
+                "chunk_size": _optional_count,
+                "tol": {**_positive, "default": 1e-3},
+                "max_iter": {"type": "integer", "minimum": 1, "default": 100},
+                "sharpness": {"type": "boolean", "default": True},
+                "top_k": {"type": "integer", "minimum": 1, "default": 1},
+                "batch_size": _optional_count | {"description": "mini-batch size of the estimators (default: SGD's)"},
+                "minibatch": {**_count, "default": 0, "description": "batches for MiniBS and Batch Sharpness"},
+                "directional": {"type": "boolean", "default": False},
+                "layers": {"type": "boolean", "default": False},
+                "interaction": {**_count, "default": 0, "description": "batches for tr(HS_b) (0: off)"},
+                "interaction_exact": {"type": "boolean", "default": False},
+                "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
+                "grad_norms": {"type": "boolean", "default": False},
+                "test": {"type": "boolean", "default": True},
+            }
+        ),
+        "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
+        "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
+        "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
+    },
+    ("data", "model", "optimizer", "steps"),
+)
+
+
+class ConfigError(ValueError):
+    """An invalid run config; the message names the key."""
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills ``default`` values into the instance (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        for key, sub in properties.items():
+            if "default" in sub and isinstance(instance, dict):
+                instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> None:
+    allowed = sorted(set(inspect.signature(fn).parameters) - exclude)
+    unknown = sorted(set(given) - {"name"} - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown} for {given['name']!r}; allowed: {allowed}")
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated deep copy of ``config`` with every default filled in; ``ConfigError`` names the bad key."""
+    out = copy.deepcopy(dict(config))
+    error = jsonschema.exceptions.best_match(_Validator(SCHEMA).iter_errors(out))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "config"
+        hint = ""
+        if error.validator == "additionalProperties":
+            hint = f"; allowed: {sorted(error.schema['properties'])}"
+        raise ConfigError(f"{where}: {error.message}{hint}")
+    _check_kwargs("data", DATASETS[out["data"]["name"]], out["data"], {"dtype"})
+    name = out["model"]["name"]
+    constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
+    shape_args = {"in_dim", "out_dim", "in_channels", "num_classes", "image_size", "P", "flatten_dims", "self"}
+    _check_kwargs("model", constructor, out["model"], shape_args)
+    opt = out["optimizer"]
+    if opt["rule"] == "sgd" and opt["batch_size"] is None:
+        raise ConfigError("optimizer.batch_size: required when optimizer.rule is 'sgd'")
+    if opt["rule"] != "sgd" and opt["batch_size"] is not None:
+        raise ConfigError(f"optimizer.batch_size: only 'sgd' samples mini-batches, not {opt['rule']!r}")
+    m = out["measure"]
+    needs_b = m["minibatch"] or m["interaction"] or m["interaction_exact"]
+    if needs_b and m["batch_size"] is None and opt["batch_size"] is None:
+        raise ConfigError("measure.batch_size: required for mini-batch measurements when training is full-batch")
+    return out
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of the validated config in canonical JSON (sorted keys)."""
+    canonical = json.dumps(validate(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """config["a"]["b"] = value for ``dotted`` = "a.b" (creating intermediate dicts)."""
+    *path, last = dotted.split(".")
+    node = config
+    for key in path:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key!r} is not a section")
+    node[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), text: str | None = None) -> dict[str, Any]:
+    """Read a YAML/JSON config (file ``path`` or string ``text``), apply ``key=value`` overrides, validate.
+
+    Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
+    """
+    config = yaml.safe_load(Path(path).read_text() if path is not None else (text or "{}")) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        set_key(config, key.strip(), yaml.safe_load(value))
+    return validate(config)

@@ -1,0 +1,354 @@
+"""The run engine: train by a config's update rule, measure curvature on a schedule, cache one NetCDF per run.
+
+``run(config, out)`` is the whole job: validate, build data and model (seeded), then for t = 0..steps:
+take the step's batch gradient, stop if the loss is non-finite or above ``divergence.max_loss`` (a diverged run
+is a result: it is recorded and the file is written), measure if t is on the schedule, update. Measurements of
+the full-batch Hessian share one operator per measurement step (one graph build: FullBS, directional sharpness,
+layer sharpness, gradient norms, tr(H S_b), Hutchinson); MiniBS and Batch Sharpness share one stacked
+mini-batch operator. Eigenvectors warm-start the next measurement.
+
+Every random draw comes from two explicit generators (training batches; measurement batches and probes),
+whose states are checkpointed with the parameters, so a killed run resumed from its checkpoint ends identical to
+an uninterrupted one, and a config reproduces its numbers exactly on CPU.
+"""
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value
+from tqdm.auto import tqdm
+
+import eoslab
+from eoslab.config import ConfigError, config_hash, validate
+from eoslab.curvature import (
+    batch_directional,
+    directional,
+    eigs,
+    hutchinson,
+    interaction,
+    layer_eigs,
+    layer_masks,
+    layers,
+    minibatch_eigs,
+    sample_batches,
+)
+from eoslab.data import load_data
+from eoslab.losses import LossFn, get_loss
+from eoslab.models import build_model
+from eoslab.operators import HessianOperator, MiniBatchHessians, Params, objective
+from eoslab.optim import apply_step, grad_norm, rule_scale, step_sizes
+from eoslab.store import to_dataset, write_atomic
+
+
+@dataclass
+class Problem:
+    """What a run trains on: the model (its parameters are the initial θ), the loss, and tensors on the device.
+
+    ``Y``/``Y_test`` are the loss targets (one-hot for MSE on classification data); ``labels``/``labels_test``
+    the class labels for accuracy (None for regression).
+    """
+
+    model: nn.Module
+    loss_fn: LossFn
+    X: Tensor
+    Y: Tensor
+    X_test: Tensor
+    Y_test: Tensor
+    labels: Tensor | None
+    labels_test: Tensor | None
+
+
+def build_problem(config: dict[str, Any]) -> Problem:
+    """Data, targets and the seeded initial model of a validated config (the global RNG is left untouched)."""
+    dtype, device = getattr(torch, config["dtype"]), torch.device(config["device"])
+    data = load_data({**config["data"], "dtype": config["dtype"]}).to(device)
+    if config["loss"] == "cross_entropy" and not data.is_classification:
+        raise ConfigError(f"loss: cross_entropy needs a classification dataset, {data.name!r} is regression")
+    kind = "labels" if config["loss"] == "cross_entropy" else "onehot"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        model = build_model(config["model"], data.input_shape, data.output_dim)
+    model = model.to(dtype=dtype, device=device)
+    labels = data.targets("labels") if data.is_classification else None
+    labels_test = data.targets("labels", test=True) if data.is_classification else None
+    return Problem(
+        model,
+        get_loss(config["loss"]),
+        data.X,
+        data.targets(kind),
+        data.X_test,
+        data.targets(kind, test=True),
+        labels,
+        labels_test,
+    )
+
+
+@dataclass
+class State:
+    """Everything a run carries from step to step (what a checkpoint saves)."""
+
+    step: int
+    params: Params
+    train_rng: Tensor
+    measure_rng: Tensor
+    perm: Tensor | None = None
+    pos: int = 0
+    warm: dict[str, Tensor] = field(default_factory=dict)
+    initial_sharpness: float | None = None
+    measured: dict[str, list] = field(default_factory=dict)
+    per_iteration: dict[str, list] = field(default_factory=dict)
+    elapsed: float = 0.0
+    diverged_step: int = -1
+    last_finite_loss: float = math.nan
+
+
+def is_measure_step(t: int, config: dict[str, Any]) -> bool:
+    """Measure at t = 0, every ``every`` steps, every ``early_every`` steps up to ``early_until``, and at the end."""
+    m = config["measure"]
+    return t % m["every"] == 0 or (t <= m["early_until"] and t % m["early_every"] == 0) or t == config["steps"]
+
+
+def next_batch(state: State, n: int, config: dict[str, Any], gen: torch.Generator) -> Tensor | None:
+    """The step's example indices: None for full batch; SGD draws ``subset`` (b distinct examples, fresh each
+    step), ``iid`` (b with replacement) or ``reshuffle`` (consecutive slices of a permutation redrawn per epoch)."""
+    opt = config["optimizer"]
+    b = opt["batch_size"]
+    if opt["rule"] != "sgd":
+        return None
+    if opt["sampling"] == "iid":
+        return torch.randint(n, (b,), generator=gen)
+    if opt["sampling"] == "subset":
+        return torch.randperm(n, generator=gen)[:b]
+    if state.perm is None or state.pos + b > n:
+        state.perm, state.pos = torch.randperm(n, generator=gen), 0
+    state.pos += b
+    return state.perm[state.pos - b : state.pos]
+
+
+def _record(store: dict[str, list], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        store.setdefault(key, []).append(value.tolist() if isinstance(value, Tensor) else value)
+
+
+def _is_diverged(loss: float, config: dict[str, Any]) -> bool:
+    limit = config["divergence"]["max_loss"]
+    return not math.isfinite(loss) or (limit is not None and loss > limit)
+
+
+def evaluate(problem: Problem, params: Params, test: bool) -> dict[str, float]:
+    """Loss (and accuracy for classification) on the training or the test set."""
+    X, Y, labels = (
+        (problem.X_test, problem.Y_test, problem.labels_test) if test else (problem.X, problem.Y, problem.labels)
+    )
+    prefix = "test" if test else "train"
+    if len(X) == 0:
+        return {}
+    with torch.no_grad():
+        pred = functional_call(problem.model, params, (X,))
+        out = {f"{prefix}_loss": problem.loss_fn(pred, Y).item()}
+        if labels is not None:
+            out[f"{prefix}_accuracy"] = (pred.argmax(-1) == labels).double().mean().item()
+    return out
+
+
+def measure(problem: Problem, params: Params, config: dict[str, Any], state: State, gen: torch.Generator) -> dict:
+    """All measurements the config switches on, at the current parameters (see :mod:`eoslab.store` for names)."""
+    m, opt = config["measure"], config["optimizer"]
+    out = evaluate(problem, params, test=False)
+    if m["test"]:
+        out |= evaluate(problem, params, test=True)
+    if _is_diverged(out["train_loss"], config):
+        return out
+    X, Y = problem.X[: m["subset"]], problem.Y[: m["subset"]]
+    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen}
+    b = m["batch_size"] or opt["batch_size"]
+    replace = opt["sampling"] == "iid"
+    if m["sharpness"] or m["directional"] or m["layers"] or m["grad_norms"] or m["interaction"] or m["trace"]:
+        op = HessianOperator(problem.model, problem.loss_fn, X, Y, params, chunk_size=m["chunk_size"])
+        masks = layer_masks(op, problem.model)
+        if m["sharpness"]:
+            res = eigs(op, m["top_k"], v0=state.warm.get("sharpness"), **solver)
+            state.warm["sharpness"] = res.vectors[0]
+            out |= {"sharpness": res.values[0], "sharpness_residual": res.residuals[0], "n_hvp": res.n_matvecs}
+        if m["directional"]:
+            out["directional_sharpness"] = directional(op)
+        if m["layers"]:
+            res = layer_eigs(op, masks, v0=state.warm.get("layers"), **solver)
+            state.warm["layers"] = res.vectors[:, 0]
+            out["layer_sharpness"] = res.values[:, 0]
+        if m["grad_norms"]:
+            out["grad_norm"] = op.gradient.norm().item()
+            out["layer_grad_norm"] = [(op.gradient * M).norm().item() for M in masks.values()]
+        if m["interaction"] or m["interaction_exact"]:
+            ia = interaction(op, X, Y, b, m["interaction"], m["interaction_exact"], replace, gen)
+            out |= {
+                "tr_HS": ia.tr_HS,
+                "tr_HS_se": ia.tr_HS_se,
+                "tr_S": ia.tr_S,
+                "tr_S_se": ia.tr_S_se,
+                "tr_Sn": ia.tr_Sn,
+                "interaction_sharpness": ia.sharpness,
+                "interaction_sharpness_se": ia.sharpness_se,
+                "rho": ia.rho,
+                "rho_se": ia.rho_se,
+            }
+        if m["trace"]:
+            est = hutchinson(op, m["trace"], gen)
+            out |= {"hessian_trace": est.mean, "hessian_trace_se": est.se}
+    if m["minibatch"]:
+        idx = sample_batches(len(problem.X), b, m["minibatch"], replace, gen)
+        mb = MiniBatchHessians(problem.model, problem.loss_fn, problem.X[idx], problem.Y[idx], params)
+        res = minibatch_eigs(mb, m["tol"], m["max_iter"], state.warm.get("minibatch"), gen)
+        state.warm["minibatch"] = res.vectors[:, 0]
+        out |= {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
+    return out
+
+
+def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any], state: State, gen) -> dict:
+    """λ_t (and λ_{i,t} per layer) of the full-batch Hessian for the sharpness-based step-size schedules."""
+    m = config["measure"]
+    op = HessianOperator(problem.model, problem.loss_fn, problem.X[: m["subset"]], problem.Y[: m["subset"]], params)
+    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen}
+    if config["optimizer"]["schedule"] == "layerwise":
+        masks = layer_masks(op, problem.model)
+        res = layer_eigs(op, masks, v0=state.warm.get("schedule"), **solver)
+        state.warm["schedule"] = res.vectors[:, 0]
+        return {"layer_sharpness": dict(zip(masks, res.values[:, 0].tolist(), strict=True))}
+    res = eigs(op, v0=state.warm.get("schedule"), **solver)
+    state.warm["schedule"] = res.vectors[0]
+    return {"sharpness": res.values[0, 0].item()}
+
+
+def git_commit() -> str:
+    """The commit of the eoslab source tree, or "unknown" outside a git checkout."""
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str) -> xr.Dataset:
+    attrs = {
+        "config": json.dumps(config, sort_keys=True),
+        "config_hash": config_hash(config),
+        "eoslab_version": eoslab.__version__,
+        "git_commit": git_commit(),
+        "torch_version": str(torch.__version__),
+        "device": config["device"],
+        "seed": config["seed"],
+        "eta": config["optimizer"]["lr"],
+        "wall_time_s": state.elapsed,
+        "status": status,
+        "diverged": int(state.diverged_step >= 0),
+        "diverged_step": state.diverged_step,
+        "last_finite_loss": state.last_finite_loss,
+    }
+    return to_dataset(state.measured, state.per_iteration, list(layers(problem.model)), attrs)
+
+
+def _save_checkpoint(path: Path, state: State, digest: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config_hash": digest, "state": asdict(state)}, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path | None, digest: str) -> State | None:
+    if path is None or not path.exists():
+        return None
+    saved = torch.load(path, weights_only=False)
+    return State(**saved["state"]) if saved["config_hash"] == digest else None
+
+
+def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = True) -> xr.Dataset:
+    """Run one config end to end; with ``out``, write (and periodically flush) the NetCDF there.
+
+    A checkpoint ``<out>.ckpt`` is written every ``checkpoint_every`` steps and resumed from if present (for the
+    same config hash); it is removed when the run ends. Returns the run's Dataset.
+    """
+    config = validate(config)
+    digest = config_hash(config)
+    problem = build_problem(config)
+    f = objective(problem.model, problem.loss_fn, dict(problem.model.named_buffers()))
+    layer_params = layers(problem.model)
+    opt, steps = config["optimizer"], config["steps"]
+    if opt["rule"] == "sgd" and opt["batch_size"] > len(problem.X):
+        raise ConfigError(f"optimizer.batch_size: {opt['batch_size']} exceeds the {len(problem.X)} training examples")
+    out = Path(out) if out is not None else None
+    ckpt = out.with_name(out.name + ".ckpt") if out is not None and config["checkpoint_every"] else None
+    train_gen = torch.Generator().manual_seed(config["seed"])
+    measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)
+    state = _load_checkpoint(ckpt, digest) or State(
+        0,
+        {k: p.detach().clone() for k, p in problem.model.named_parameters()},
+        train_gen.get_state(),
+        measure_gen.get_state(),
+    )
+    train_gen.set_state(state.train_rng)
+    measure_gen.set_state(state.measure_rng)
+    started = time.perf_counter() - state.elapsed
+    bar = tqdm(total=steps, initial=state.step, disable=quiet, desc=config["name"], dynamic_ncols=True)
+    n_measured = len(state.measured.get("step", []))
+    while True:
+        t = state.step
+        if t < steps:
+            idx = next_batch(state, len(problem.X), config, train_gen)
+            Xb, Yb = (problem.X, problem.Y) if idx is None else (problem.X[idx], problem.Y[idx])
+            grads, loss = grad_and_value(f)(state.params, Xb, Yb)
+            loss, gnorm = loss.item(), grad_norm(grads).item()
+            if _is_diverged(loss, config) or not math.isfinite(gnorm):
+                state.diverged_step = t
+                break
+            state.last_finite_loss = loss
+        if is_measure_step(t, config):
+            values = measure(problem, state.params, config, state, measure_gen)
+            _record(state.measured, {"step": t} | values)
+            n_measured += 1
+            if _is_diverged(values["train_loss"], config):
+                state.diverged_step = t
+                break
+            if "sharpness" in values:
+                bar.set_postfix(loss=f"{values['train_loss']:.3g}", sharpness=f"{values['sharpness'][0].item():.4g}")
+            if out is not None and n_measured % config["flush_every"] == 0:
+                state.elapsed = time.perf_counter() - started
+                write_atomic(_dataset(problem, config, state, "running"), out)
+        if t == steps:
+            break
+        current = {}
+        if opt["schedule"] in ("inv_sharpness", "layerwise") or (
+            opt["schedule"] == "inv_initial_sharpness" and state.initial_sharpness is None
+        ):
+            current = _current_sharpness(problem, state.params, config, state, measure_gen)
+            if state.initial_sharpness is None and "sharpness" in current:
+                state.initial_sharpness = current["sharpness"]
+        sizes = step_sizes(
+            opt["schedule"], opt["lr"], layer_params, initial_sharpness=state.initial_sharpness, **current
+        )
+        scale = rule_scale(opt["rule"], gnorm, loss, opt["loss_offset"], opt["eps"])
+        state.params = apply_step(state.params, grads, sizes, scale)
+        lr_eff = [sizes[names[0]] * scale for names in layer_params.values()]
+        _record(state.per_iteration, {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff})
+        state.step += 1
+        bar.update()
+        if ckpt is not None and state.step % config["checkpoint_every"] == 0 and state.step < steps:
+            state.train_rng, state.measure_rng = train_gen.get_state(), measure_gen.get_state()
+            state.elapsed = time.perf_counter() - started
+            _save_checkpoint(ckpt, state, digest)
+    bar.close()
+    state.elapsed = time.perf_counter() - started
+    ds = _dataset(problem, config, state, "diverged" if state.diverged_step >= 0 else "complete")
+    if out is not None:
+        write_atomic(ds, out)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+    return ds

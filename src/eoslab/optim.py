@@ -1,0 +1,62 @@
+"""Update rules and step-size schedules, as plain functions on parameter dicts.
+
+One step is θ_k ← θ_k − η_k · s · g_k for every parameter tensor k, where g = ∇L_B (B the full batch for GD),
+η_k the step size of k's layer (:func:`step_sizes`) and s the rule's scale (:func:`rule_scale`):
+
+- ``gd``/``sgd``: s = 1.
+- ``ngd`` (normalized GD, Arora et al., seed 004): s = 1/‖g‖, so the effective step is η/‖∇L‖.
+- ``sqrt_gd`` (GD on √(L − L*), seed 004): ∇√(L − L*) = ∇L / (2√(L − L*)), so s = 1/(2√(L − L* + ε)).
+
+Step-size schedules (Fox, seed 003 §3.3), with ``lr`` the numerator: ``constant`` η = lr; ``inv_initial_sharpness``
+η = lr/λ_0; ``inv_sharpness`` η_t = lr/λ_t; ``layerwise`` η_{i,t} = lr/λ_{i,t} for layer i. The thesis's scaled
+layer-wise step 1/(c·λ_{i,t}) is ``layerwise`` with lr = 1/c.
+"""
+
+import math
+
+from torch import Tensor
+
+from eoslab.operators import Params
+
+
+def rule_scale(rule: str, grad_norm: float, loss: float, loss_offset: float = 0.0, eps: float = 1e-12) -> float:
+    """The factor s multiplying η·g in one step of ``rule`` (see the module docstring)."""
+    if rule in ("gd", "sgd"):
+        return 1.0
+    if rule == "ngd":
+        return 1.0 / max(grad_norm, eps)
+    if rule == "sqrt_gd":
+        return 1.0 / (2.0 * math.sqrt(max(loss - loss_offset, 0.0) + eps))
+    raise ValueError(f"unknown update rule {rule!r}")
+
+
+def step_sizes(
+    schedule: str,
+    lr: float,
+    layer_params: dict[str, list[str]],
+    sharpness: float | None = None,
+    initial_sharpness: float | None = None,
+    layer_sharpness: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Parameter name → step size η_k under ``schedule`` (see the module docstring)."""
+    if schedule == "constant":
+        per_layer = dict.fromkeys(layer_params, lr)
+    elif schedule == "inv_initial_sharpness":
+        per_layer = dict.fromkeys(layer_params, lr / initial_sharpness)
+    elif schedule == "inv_sharpness":
+        per_layer = dict.fromkeys(layer_params, lr / sharpness)
+    elif schedule == "layerwise":
+        per_layer = {layer: lr / layer_sharpness[layer] for layer in layer_params}
+    else:
+        raise ValueError(f"unknown step-size schedule {schedule!r}")
+    return {name: per_layer[layer] for layer, names in layer_params.items() for name in names}
+
+
+def apply_step(params: Params, grads: Params, sizes: dict[str, float], scale: float) -> Params:
+    """θ_k − η_k·s·g_k for every parameter k."""
+    return {k: v - (sizes[k] * scale) * grads[k] for k, v in params.items()}
+
+
+def grad_norm(grads: Params) -> Tensor:
+    """‖g‖ over all parameter tensors."""
+    return sum(g.pow(2).sum() for g in grads.values()).sqrt()
