@@ -8,6 +8,7 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ SCHEMA: dict[str, Any] = _obj(
 )
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 class ConfigError(ValueError):
     """An invalid run config; the message names the key."""
 
@@ -117,16 +127,22 @@ def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> N
         raise ConfigError(f"{section}: unknown key(s) {unknown} for {given['name']!r}; allowed: {allowed}")
 
 
-def validate(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A validated deep copy of ``config`` with every default filled in; ``ConfigError`` names the bad key."""
-    out = copy.deepcopy(dict(config))
-    error = jsonschema.exceptions.best_match(_Validator(SCHEMA).iter_errors(out))
+def check(instance: Mapping[str, Any], schema: Mapping[str, Any], what: str = "config") -> dict[str, Any]:
+    """A deep copy of ``instance`` with the schema's defaults filled in, or ``ConfigError`` naming the bad key."""
+    out = copy.deepcopy(dict(instance))
+    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(out))
     if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "config"
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         hint = ""
         if error.validator == "additionalProperties":
             hint = f"; allowed: {sorted(error.schema['properties'])}"
-        raise ConfigError(f"{where}: {error.message}{hint}")
+        raise ConfigError(f"{what}: {where}: {error.message}{hint}")
+    return out
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated deep copy of a run config with every default filled in; ``ConfigError`` names the bad key."""
+    out = check(config, SCHEMA)
     _check_kwargs("data", DATASETS[out["data"]["name"]], out["data"], {"dtype"})
     name = out["model"]["name"]
     constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
@@ -166,10 +182,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), text:
 
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
-    config = yaml.safe_load(Path(path).read_text() if path is not None else (text or "{}")) or {}
+    config = yaml.load(Path(path).read_text() if path is not None else (text or "{}"), Loader=_Loader) or {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        set_key(config, key.strip(), yaml.safe_load(value))
+        set_key(config, key.strip(), yaml.load(value, Loader=_Loader))
     return validate(config)

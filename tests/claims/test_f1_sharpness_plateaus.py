@@ -1,0 +1,43 @@
+"""F1 (seed 000, Figs. 1–2): SGD's FullBS plateaus below 2/η, rising with b; avg MiniBS hovers at 2/η."""
+
+import itertools
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def runs(load_summary):
+    summary = load_summary("f1_sharpness_plateaus")
+    assert not any(r["diverged"] for r in summary["runs"])
+    return summary["runs"]
+
+
+def sgd(runs):
+    return sorted((r for r in runs if r["batch_size"]), key=lambda r: r["batch_size"])
+
+
+def test_gd_sits_at_the_edge(runs):
+    (gd,) = [r for r in runs if r["rule"] == "gd"]
+    assert 0.95 <= gd["fullbs_median"] <= 1.15
+
+
+def test_sgd_fullbs_plateau_rises_strictly_with_batch_size(runs):
+    plateaus = [r["fullbs_mean"] for r in sgd(runs)]
+    assert len(plateaus) >= 3
+    assert all(a < b for a, b in itertools.pairwise(plateaus)), plateaus
+    assert plateaus[0] < 0.7
+
+
+def test_sgd_fullbs_plateaus_below_the_edge(runs):
+    assert all(r["fullbs_mean"] < 1.0 for r in sgd(runs))
+
+
+def test_average_minibs_bounds_fullbs_at_every_measurement(runs):
+    """Exact in expectation (λmax is convex); a batch average of 20 may dip by sampling error only."""
+    for r in sgd(runs):
+        assert r["minibs_minus_fullbs_min_z"] > -3.0, r["run"]
+
+
+def test_average_minibs_hovers_at_the_edge(runs):
+    for r in sgd(runs):
+        assert abs(r["avg_minibs_mean"] - 1.0) < 0.15, r["run"]
