@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import PROBLEMS, dense_hessian, make_problem
+from helpers import PROBLEMS, dense_hessian, make_problem
 from torch.func import functional_call, grad
 
 import eoslab

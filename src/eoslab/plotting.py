@@ -66,22 +66,27 @@ def sharpness_panels(runs: xr.Dataset, order: Sequence[int], extra: int = 0) -> 
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
     full = normalized(runs, "sharpness")
     top = float(max(full.max(), normalized(runs, "minibatch_sharpness").max() if "minibatch_sharpness" in runs else 0))
-    for ax, i in zip(axes[0], order, strict=True):
+    for ax, i in zip(axes[0][: len(order)], order, strict=True):
         ax.set_ylim(0, 1.25 * top)
-        steps = runs.step.values
         if "minibatch_sharpness" in runs:
             cloud = runs["minibatch_sharpness"].isel(run=i) * runs["eta"].values[i] / 2
-            xs = np.repeat(steps, cloud.sizes["batch_draw"])
+            xs = np.repeat(runs.step.values, cloud.sizes["batch_draw"])
             ax.scatter(xs, cloud.values.ravel(), s=3, color="tab:orange", alpha=0.15, linewidths=0)
-            ax.plot(steps, normalized(runs, "minibatch_sharpness").isel(run=i), color="tab:orange", label="avg MiniBS")
-            ax.plot(steps, normalized(runs, "batch_sharpness").isel(run=i), color="tab:green", label="Batch Sharpness")
-        ax.plot(steps, full.isel(run=i), color="tab:blue", linewidth=2, label="FullBS")
+            line(ax, normalized(runs, "minibatch_sharpness").isel(run=i), color="tab:orange", label="avg MiniBS")
+            line(ax, normalized(runs, "batch_sharpness").isel(run=i), color="tab:green", label="Batch Sharpness")
+        line(ax, full.isel(run=i), color="tab:blue", linewidth=2, label="FullBS")
         edge(ax)
         ax.set_title(run_label(runs, i))
         ax.set_xlabel("step t")
     axes[0, 0].set_ylabel("sharpness · η/2")
     axes[0, len(order) - 1].legend(loc="lower right", fontsize=8)
     return fig, axes[0]
+
+
+def line(ax: Axes, da: xr.DataArray, scale: float = 1.0, **kwargs) -> None:
+    """One run's curve against step·``scale``, skipping the steps it did not measure (runs are outer-joined)."""
+    da = da.dropna("step")
+    ax.plot(da.step.values * scale, da.values, **kwargs)
 
 
 def plateau_vs_batch(ax: Axes, summary: list[dict[str, Any]]) -> None:
@@ -110,8 +115,8 @@ def curves(ax: Axes, runs: xr.Dataset, name: str, x: str, order: Sequence[int], 
     styles = dict(zip(etas, ["-", "--", "-.", ":"], strict=False))
     for color, i in zip(palette(len(order)), order, strict=True):
         eta = float(runs["eta"].values[i])
-        steps = runs.step.values * (eta if x == "eta_t" else 1.0)
-        ax.plot(steps, da.isel(run=i).values, color=color, linestyle=styles[eta], label=run_label(runs, i), **kwargs)
+        scale = eta if x == "eta_t" else 1.0
+        line(ax, da.isel(run=i), scale, color=color, linestyle=styles[eta], label=run_label(runs, i), **kwargs)
     for eta in etas:
         ax.axhline(2 / eta, color="0.3", linestyle=styles[eta], linewidth=0.8, zorder=0)
     ax.set_xlabel("ηt" if x == "eta_t" else "step t")
