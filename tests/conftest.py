@@ -8,3 +8,12 @@ from helpers import PROBLEMS, make_problem
 @pytest.fixture(params=PROBLEMS)
 def problem64(request):
     return make_problem(request.param, torch.float64)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and immune to oversubscribed cores (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

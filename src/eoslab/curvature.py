@@ -55,7 +55,8 @@ def eigs(
     generator: torch.Generator | None = None,
 ) -> EigResult:
     """The k largest eigenpairs of a Hessian operator by Lanczos; ``v0`` ((dim,) or (k, dim)) warm-starts."""
-    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, v0, generator)
+    warm = None if v0 is None else v0.reshape(1, -1, op.dim)
+    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, warm, generator)
     return lanczos(op.matvec, v, k, tol, max_iter, generator)
 
 

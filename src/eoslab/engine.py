@@ -69,13 +69,19 @@ class Problem:
 def build_problem(config: dict[str, Any]) -> Problem:
     """Data, targets and the seeded initial model of a validated config (the global RNG is left untouched)."""
     dtype, device = getattr(torch, config["dtype"]), torch.device(config["device"])
-    data = load_data({**config["data"], "dtype": config["dtype"]}).to(device)
+    try:
+        data = load_data({**config["data"], "dtype": config["dtype"]}).to(device)
+    except ValueError as error:  # the loaders' argument checks (n_train too large, unknown subset, ...)
+        raise ConfigError(f"data: {error}") from error
     if config["loss"] == "cross_entropy" and not data.is_classification:
         raise ConfigError(f"loss: cross_entropy needs a classification dataset, {data.name!r} is regression")
     kind = "labels" if config["loss"] == "cross_entropy" else "onehot"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
-        model = build_model(config["model"], data.input_shape, data.output_dim)
+        try:
+            model = build_model(config["model"], data.input_shape, data.output_dim)
+        except ValueError as error:  # the constructors' argument checks (unknown activation, bad shapes, ...)
+            raise ConfigError(f"model: {error}") from error
     model = model.to(dtype=dtype, device=device)
     labels = data.targets("labels") if data.is_classification else None
     labels_test = data.targets("labels", test=True) if data.is_classification else None
@@ -138,6 +144,15 @@ def _record(store: dict[str, list], values: dict[str, Any]) -> None:
         store.setdefault(key, []).append(value.tolist() if isinstance(value, Tensor) else value)
 
 
+def _pad_missing(store: dict[str, list], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus NaN (shaped like the last entry) for every measured variable it lacks.
+
+    A diverged measurement carries only the losses; padding keeps every variable as long as ``step``.
+    """
+    missing = {k: torch.full(torch.tensor(v[-1]).shape, math.nan).tolist() for k, v in store.items() if v}
+    return {k: v for k, v in missing.items() if k != "step"} | values
+
+
 def _is_diverged(loss: float, config: dict[str, Any]) -> bool:
     limit = config["divergence"]["max_loss"]
     return not math.isfinite(loss) or (limit is not None and loss > limit)
@@ -176,7 +191,7 @@ def measure(problem: Problem, params: Params, config: dict[str, Any], state: Sta
         masks = layer_masks(op, problem.model)
         if m["sharpness"]:
             res = eigs(op, m["top_k"], v0=state.warm.get("sharpness"), **solver)
-            state.warm["sharpness"] = res.vectors[0]
+            state.warm["sharpness"] = res.vectors  # (1, k, dim): start_vector sums the k vectors
             out |= {"sharpness": res.values[0], "sharpness_residual": res.residuals[0], "n_hvp": res.n_matvecs}
         if m["directional"]:
             out["directional_sharpness"] = directional(op)
@@ -258,6 +273,7 @@ def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str
 
 
 def _save_checkpoint(path: Path, state: State, digest: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"config_hash": digest, "state": asdict(state)}, tmp)
     tmp.replace(path)
@@ -284,6 +300,12 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
     opt, steps = config["optimizer"], config["steps"]
     if opt["rule"] == "sgd" and opt["batch_size"] > len(problem.X):
         raise ConfigError(f"optimizer.batch_size: {opt['batch_size']} exceeds the {len(problem.X)} training examples")
+    m, b = config["measure"], config["measure"]["batch_size"] or opt["batch_size"]
+    n_full = len(problem.X[: m["subset"]])
+    if m["minibatch"] and b > len(problem.X):
+        raise ConfigError(f"measure.batch_size: {b} exceeds the {len(problem.X)} training examples")
+    if (m["interaction"] or m["interaction_exact"]) and b > n_full:
+        raise ConfigError(f"measure.batch_size: {b} exceeds the {n_full} examples of the full-batch measures")
     out = Path(out) if out is not None else None
     ckpt = out.with_name(out.name + ".ckpt") if out is not None and config["checkpoint_every"] else None
     train_gen = torch.Generator().manual_seed(config["seed"])
@@ -312,14 +334,14 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
             state.last_finite_loss = loss
         if is_measure_step(t, config):
             values = measure(problem, state.params, config, state, measure_gen)
-            _record(state.measured, {"step": t} | values)
+            _record(state.measured, {"step": t} | _pad_missing(state.measured, values))
             n_measured += 1
             if _is_diverged(values["train_loss"], config):
                 state.diverged_step = t
                 break
             if "sharpness" in values:
                 bar.set_postfix(loss=f"{values['train_loss']:.3g}", sharpness=f"{values['sharpness'][0].item():.4g}")
-            if out is not None and n_measured % config["flush_every"] == 0:
+            if out is not None and config["flush_every"] and n_measured % config["flush_every"] == 0:
                 state.elapsed = time.perf_counter() - started
                 write_atomic(_dataset(problem, config, state, "running"), out)
         if t == steps:

@@ -120,18 +120,25 @@ def open_runs(paths: Iterable[str | Path]) -> xr.Dataset:
     (dotted, e.g. ``optimizer.batch_size``; GD's missing batch size is NaN), ``eta``, ``diverged``,
     ``diverged_step`` and ``status``.
     """
-    runs = [open_run(p) for p in paths]
-    if not runs:
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"run files missing (make them with `make figures` or snakemake): {missing}")
+    if not paths:
         raise ValueError("open_runs: no run files given")
+    runs = [open_run(p) for p in paths]
     configs = [flatten_config(json.loads(ds.attrs["config"])) for ds in runs]
     keys = sorted({k for c in configs for k in c})
     varying = [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
-    coords: dict[str, Any] = {"run": [Path(p).stem for p in paths]}
+    coords: dict[str, Any] = {"run": [p.stem for p in paths]}
     for key in varying:
         values = [c.get(key) for c in configs]
         numeric = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values)
         coords[key] = ("run", [np.nan if v is None else v for v in values] if numeric else [str(v) for v in values])
     for attr in ("eta", "diverged", "diverged_step", "status"):
         coords[attr] = ("run", [ds.attrs[attr] for ds in runs])
-    stacked = xr.concat([ds.drop_attrs() for ds in runs], dim="run", join="outer", combine_attrs="drop")
+    # drop the runs' global attrs (now coordinates) but keep every variable's long_name and units
+    stacked = xr.concat(
+        [ds.drop_attrs(deep=False) for ds in runs], dim="run", join="outer", combine_attrs="drop_conflicts"
+    )
     return stacked.assign_coords(coords)
