@@ -41,6 +41,14 @@ def test_float32_within_1e3(kind):
     m64, _, X64, y64 = make_problem(kind, torch.float64)
     dense = torch.linalg.eigvalsh(dense_hessian(m64, loss_fn, X64, y64))[-1].item()
     assert rel(eoslab.sharpness(model, loss_fn, X, y, tol=1e-4), dense) <= 1e-3
+    for layer, value in eoslab.layer_sharpness(model, loss_fn, X, y, tol=1e-4).items():
+        block = dense_hessian(m64, loss_fn, X64, y64, layers(m64)[layer])
+        assert rel(value, torch.linalg.eigvalsh(block)[-1].item()) <= 1e-3
+    batches = eoslab.sample_batches(len(X), 6, 3, generator=torch.Generator().manual_seed(1))
+    mini = eoslab.minibatch_sharpness(model, loss_fn, X, y, 6, batches=batches, tol=1e-4)
+    for j, idx in enumerate(batches):
+        want = torch.linalg.eigvalsh(dense_hessian(m64, loss_fn, X64[idx], y64[idx]))[-1].item()
+        assert rel(mini.values[j].item(), want) <= 1e-3
 
 
 @pytest.mark.parametrize("reuse", [True, False])
