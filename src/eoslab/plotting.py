@@ -63,7 +63,7 @@ def sharpness_panels(runs: xr.Dataset, order: Sequence[int], extra: int = 0) -> 
     """One panel per run: FullBS, per-batch MiniBS (cloud), average MiniBS and Batch Sharpness against t;
     plus ``extra`` empty panels on the right. Returns the figure and its axes."""
     n = len(order) + extra
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, layout="constrained")
     full = normalized(runs, "sharpness")
     top = float(max(full.max(), normalized(runs, "minibatch_sharpness").max() if "minibatch_sharpness" in runs else 0))
     for ax, i in zip(axes[0][: len(order)], order, strict=True):
