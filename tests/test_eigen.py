@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import eoslab
-from eoslab.eigen import lanczos, power_iteration
+from eoslab.eigen import lanczos, power_iteration, start_vector
 
 
 def spectrum_matrix(eigs, seed=0):
@@ -96,3 +96,23 @@ def test_sharpness_of_a_quadratic_is_lambda_max():
     res = eoslab.top_eigenvalues(model, lambda p, y: p.mean(), X, X, k=2, tol=1e-12)
     assert res.values[0].tolist() == pytest.approx([8.0, 4.0], rel=1e-12)
     assert abs(res.vectors[0, 0] @ Q[:, 4]).item() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_start_vector_cold_warm_and_zero_gradient():
+    g = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    v = start_vector(g, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(v.norm(dim=-1), torch.ones(2, dtype=torch.float64))
+    assert (v[0] @ torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64)).item() > 0.9  # tilted toward the gradient
+    assert torch.isfinite(v).all()  # a zero gradient falls back to noise
+    warm = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]] * 2, dtype=torch.float64)
+    assert torch.allclose(start_vector(g, warm), torch.tensor([[2**-0.5, 2**-0.5, 0.0]] * 2, dtype=torch.float64))
+
+
+def test_gradient_start_orthogonal_to_the_top_eigenvector_still_finds_it():
+    """θ on the second eigenvector: ∇L = Aθ ⟂ the top one, yet the start's noise keeps it in the Krylov space."""
+    A, Q = spectrum_matrix([0.1, 0.5, 2.0, 4.0, 8.0])
+    model = Quadratic(A)
+    with torch.no_grad():
+        model.theta.copy_(Q[:, 3])
+    X = torch.zeros(3, 1, dtype=torch.float64)
+    assert eoslab.sharpness(model, lambda p, y: p.mean(), X, X, tol=1e-10) == pytest.approx(8.0, rel=1e-12)

@@ -56,7 +56,7 @@ def eigs(
 ) -> EigResult:
     """The k largest eigenpairs of a Hessian operator by Lanczos; ``v0`` ((dim,) or (k, dim)) warm-starts."""
     warm = None if v0 is None else v0.reshape(1, -1, op.dim)
-    v = start_vector((1, op.dim), op.gradient.dtype, op.gradient.device, warm, generator)
+    v = start_vector(op.gradient[None], warm, generator)
     return lanczos(op.matvec, v, k, tol, max_iter, generator)
 
 
@@ -106,7 +106,7 @@ def minibatch_eigs(
     warm = None
     if v0 is not None:
         warm = v0.expand(op.m, op.dim) if v0.dim() == 1 or v0.shape[0] != op.m else v0
-    v = start_vector((op.m, op.dim), op.gradients.dtype, op.gradients.device, warm, generator)
+    v = start_vector(op.gradients, warm, generator)
     return lanczos(op.matvec, v, 1, tol, max_iter, generator)
 
 
@@ -214,7 +214,7 @@ def layer_eigs(
     """
     M = torch.stack(list(masks.values()))
     warm = None if v0 is None else v0.reshape(len(M), -1) * M + 1e-3 * M  # keep every block's start non-zero
-    v = start_vector(tuple(M.shape), op.gradient.dtype, op.gradient.device, warm, generator) * M
+    v = start_vector(M * op.gradient, warm, generator) * M
     return lanczos(lambda V: M * op.matvec(M * V), v, 1, tol, max_iter, generator)
 
 
