@@ -35,8 +35,7 @@ smoke: $(VENV)/.installed  ## the whole DAG on reduced data
 claims: $(VENV)/.installed  ## the papers' claims, asserted on the smoke outputs
 	pytest -m claims
 
-bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[bench]"
+bench: $(VENV)/.installed  ## eoslab against PyHessian, hessian-eigenthings, SciPy (~15 min)
 	python benchmarks/sharpness_vs_peers.py
 
 clean:

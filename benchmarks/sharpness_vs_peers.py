@@ -241,7 +241,7 @@ def ours(w: Workload, tol: float, **options: Any) -> tuple[float, int]:
 def ours_power(w: Workload) -> tuple[float, int]:
     """eoslab.power_iteration with PyHessian's stopping rule (relative change < 1e-3, ≤ 100 iterations)."""
     op = HessianOperator(w.model, w.loss, w.X, w.y)
-    v = start_vector((1, op.dim), torch.float32, op.gradient.device, None, torch.Generator().manual_seed(0))
+    v = torch.randn((1, op.dim), generator=torch.Generator().manual_seed(0))  # PyHessian's random start
     r = power_iteration(op.matvec, v, tol=TARGET, max_iter=100, criterion="relative")
     return r.values.item(), r.n_matvecs
 
@@ -297,7 +297,7 @@ def in_solve(w: Workload, tol: float) -> tuple[float, float]:
     right after each HVP): the HVPs see the caches and allocator of a real solve."""
     op = HessianOperator(w.model, w.loss, w.X, w.y)
     hvp, gradient = Probe(op.matvec), Probe(w.gradient)
-    v = start_vector((1, op.dim), torch.float32, op.gradient.device, None, torch.Generator().manual_seed(0))
+    v = start_vector(op.gradient[None], None, torch.Generator().manual_seed(0))
     lanczos(lambda u: (hvp(u), gradient())[0], v, 1, tol, 100, torch.Generator().manual_seed(0))
     return statistics.median(hvp.seconds), statistics.median(gradient.seconds)
 
