@@ -35,11 +35,6 @@ def second_half(da: xr.DataArray) -> xr.DataArray:
     return da.where(da.step >= last / 2)
 
 
-def batch_size(runs: xr.Dataset) -> xr.DataArray:
-    """SGD's batch size per run; full-batch GD runs get the training-set size."""
-    return runs["optimizer.batch_size"].fillna(np.inf) if "optimizer.batch_size" in runs.coords else None
-
-
 def plateau_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
     """Per run: second-half mean and median of FullBS, average MiniBS and Batch Sharpness (all ·η/2), the most
     negative z-score (avg MiniBS − FullBS)/SE over all measurements, and the run's rule and batch size."""
