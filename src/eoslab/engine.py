@@ -12,6 +12,7 @@ whose states are checkpointed with the parameters, so a killed run resumed from 
 an uninterrupted one, and a config reproduces its numbers exactly on CPU.
 """
 
+import functools
 import json
 import math
 import subprocess
@@ -242,8 +243,9 @@ def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any],
     return {"sharpness": res.values[0, 0].item()}
 
 
+@functools.cache
 def git_commit() -> str:
-    """The commit of the eoslab source tree, or "unknown" outside a git checkout."""
+    """The commit of the eoslab source tree, or "unknown" outside a git checkout (asked once per process)."""
     try:
         here = Path(__file__).resolve().parent
         return subprocess.run(
