@@ -5,7 +5,7 @@
 #   snakemake --cores 8 all --config profile=paper     # the papers' datasets and sizes (GPU)
 #
 # The figures, their notebooks and their runs are listed in config/<profile>.yaml; this file only wires them:
-#   run     data/runs/<family>/<name>-<config hash>.nc   one job per run (`eoslab run`), cached by its config hash
+#   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run)
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
 
@@ -22,6 +22,10 @@ FIGURES = P["figures"]
 
 def run_config(wc):
     return RUNS[f"data/runs/{wc.family}/{wc.run}.nc"]
+
+
+def run_command(wc):
+    return P["families"][wc.family]["command"]
 
 
 def run_resources(wc, key):
@@ -43,6 +47,7 @@ rule run:
     output:
         "data/runs/{family}/{run}.nc",
     params:
+        command=run_command,
         config=lambda wc: shlex.quote(json.dumps(run_config(wc))),
     threads: P["threads"]
     resources:
@@ -53,7 +58,7 @@ rule run:
     benchmark:
         "logs/benchmarks/runs/{family}/{run}.tsv"
     shell:
-        "eoslab run --json {params.config} --out {output} --threads {threads} --quiet 2> {log}"
+        "eoslab {params.command} --json {params.config} --out {output} --threads {threads} --quiet 2> {log}"
 
 
 rule figure:

@@ -160,10 +160,15 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of the validated config in canonical JSON (sorted keys)."""
-    canonical = json.dumps(validate(config), sort_keys=True, separators=(",", ":"))
+def digest(validated: Mapping[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of an already validated config in canonical JSON (sorted keys)."""
+    canonical = json.dumps(validated, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """:func:`digest` of the validated run config (defaults filled, so an explicit default hashes the same)."""
+    return digest(validate(config))
 
 
 def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:

@@ -29,22 +29,12 @@ from tqdm.auto import tqdm
 
 import eoslab
 from eoslab.config import ConfigError, config_hash, validate
-from eoslab.curvature import (
-    batch_directional,
-    directional,
-    eigs,
-    hutchinson,
-    interaction,
-    layer_eigs,
-    layer_masks,
-    layers,
-    minibatch_eigs,
-    sample_batches,
-)
+from eoslab.curvature import eigs, layer_eigs, layer_masks, layers
 from eoslab.data import load_data
 from eoslab.losses import LossFn, get_loss
+from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
-from eoslab.operators import HessianOperator, MiniBatchHessians, Params, objective
+from eoslab.operators import HessianOperator, Params, objective
 from eoslab.optim import apply_step, grad_norm, rule_scale, step_sizes
 from eoslab.store import to_dataset, write_atomic
 
@@ -176,56 +166,13 @@ def evaluate(problem: Problem, params: Params, test: bool) -> dict[str, float]:
 
 
 def measure(problem: Problem, params: Params, config: dict[str, Any], state: State, gen: torch.Generator) -> dict:
-    """All measurements the config switches on, at the current parameters (see :mod:`eoslab.store` for names)."""
-    m, opt = config["measure"], config["optimizer"]
+    """Losses (and accuracies), then every measurement the config switches on (:mod:`eoslab.measurements`)."""
     out = evaluate(problem, params, test=False)
-    if m["test"]:
+    if config["measure"]["test"]:
         out |= evaluate(problem, params, test=True)
     if _is_diverged(out["train_loss"], config):
         return out
-    X, Y = problem.X[: m["subset"]], problem.Y[: m["subset"]]
-    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen}
-    b = m["batch_size"] or opt["batch_size"]
-    replace = opt["sampling"] == "iid"
-    if m["sharpness"] or m["directional"] or m["layers"] or m["grad_norms"] or m["interaction"] or m["trace"]:
-        op = HessianOperator(problem.model, problem.loss_fn, X, Y, params, chunk_size=m["chunk_size"])
-        masks = layer_masks(op, problem.model)
-        if m["sharpness"]:
-            res = eigs(op, m["top_k"], v0=state.warm.get("sharpness"), **solver)
-            state.warm["sharpness"] = res.vectors  # (1, k, dim): start_vector sums the k vectors
-            out |= {"sharpness": res.values[0], "sharpness_residual": res.residuals[0], "n_hvp": res.n_matvecs}
-        if m["directional"]:
-            out["directional_sharpness"] = directional(op)
-        if m["layers"]:
-            res = layer_eigs(op, masks, v0=state.warm.get("layers"), **solver)
-            state.warm["layers"] = res.vectors[:, 0]
-            out["layer_sharpness"] = res.values[:, 0]
-        if m["grad_norms"]:
-            out["grad_norm"] = op.gradient.norm().item()
-            out["layer_grad_norm"] = [(op.gradient * M).norm().item() for M in masks.values()]
-        if m["interaction"] or m["interaction_exact"]:
-            ia = interaction(op, X, Y, b, m["interaction"], m["interaction_exact"], replace, gen)
-            out |= {
-                "tr_HS": ia.tr_HS,
-                "tr_HS_se": ia.tr_HS_se,
-                "tr_S": ia.tr_S,
-                "tr_S_se": ia.tr_S_se,
-                "tr_Sn": ia.tr_Sn,
-                "interaction_sharpness": ia.sharpness,
-                "interaction_sharpness_se": ia.sharpness_se,
-                "rho": ia.rho,
-                "rho_se": ia.rho_se,
-            }
-        if m["trace"]:
-            est = hutchinson(op, m["trace"], gen)
-            out |= {"hessian_trace": est.mean, "hessian_trace_se": est.se}
-    if m["minibatch"]:
-        idx = sample_batches(len(problem.X), b, m["minibatch"], replace, gen)
-        mb = MiniBatchHessians(problem.model, problem.loss_fn, problem.X[idx], problem.Y[idx], params)
-        res = minibatch_eigs(mb, m["tol"], m["max_iter"], state.warm.get("minibatch"), gen)
-        state.warm["minibatch"] = res.vectors[:, 0]
-        out |= {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
-    return out
+    return out | take_measurements(Context(problem, params, config, state.warm, gen))
 
 
 def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any], state: State, gen) -> dict:

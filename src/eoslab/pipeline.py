@@ -10,13 +10,16 @@ Snakemake reruns exactly what changed and identical runs are shared between prof
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from eoslab.config import ConfigError, check, config_hash, set_key, validate
+from eoslab.config import ConfigError, check, digest, set_key, validate
+
+COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate}
+"""A family's ``command`` (the ``eoslab`` subcommand that makes each of its files) → the validator of its configs."""
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +35,8 @@ def _grid_name(assignment: dict[str, Any]) -> str:
 
 
 def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Run name → validated run config for one family: the named ``runs`` plus one run per point of ``grid``."""
+    """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``,
+    validated by the family's ``command`` (default ``run``: a run config)."""
     variants: dict[str, dict[str, Any]] = {name: dict(over or {}) for name, over in family.get("runs", {}).items()}
     grid = family.get("grid", {})
     for values in itertools.product(*grid.values()) if grid else ():
@@ -45,13 +49,13 @@ def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for name, over in variants.items():
         config = merge(family.get("base", {}), over)
         config["name"] = name
-        runs[name] = validate(config)
+        runs[name] = COMMANDS[family.get("command", "run")](config)
     return runs
 
 
 def run_file(family: str, name: str, config: Mapping[str, Any], root: str | Path = "data/runs") -> Path:
-    """Where a run is cached: ``<root>/<family>/<name>-<config hash>.nc``."""
-    return Path(root) / family / f"{name}-{config_hash(config)}.nc"
+    """Where a run is cached: ``<root>/<family>/<name>-<hash>.nc``, the hash of the validated ``config``."""
+    return Path(root) / family / f"{name}-{digest(config)}.nc"
 
 
 def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> dict[Path, dict[str, Any]]:

@@ -1,0 +1,160 @@
+"""The run engine's measurements: a table of what a run config's ``measure`` section can switch on.
+
+Each row of :data:`MEASUREMENTS` is ``(key, wanted, take)``: ``wanted(measure_section)`` says whether the config
+asks for it, ``take(ctx)`` returns the variables it records (names from :data:`eoslab.store.VARIABLES`). Rows run
+in table order, which fixes the order of the measurement generator's draws and so the numbers. Every row on the
+full-batch Hessian shares the :class:`Context`'s one operator (one graph build per measurement step); rows that need
+other data (mini-batches, per-example gradients) build their own. A new measurement is one function and one row.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from eoslab.curvature import (
+    batch_directional,
+    directional,
+    eigs,
+    hutchinson,
+    interaction,
+    layer_eigs,
+    layer_masks,
+    minibatch_eigs,
+    sample_batches,
+)
+from eoslab.operators import HessianOperator, MiniBatchHessians, Params
+
+
+@dataclass
+class Context:
+    """What a measurement sees at one step: the problem (``eoslab.engine.Problem``), θ, the validated config,
+    the warm-start store (previous eigenvectors, keyed by measurement) and the measurement generator."""
+
+    problem: Any
+    params: Params
+    config: dict[str, Any]
+    warm: dict[str, Tensor]
+    gen: torch.Generator
+
+    @property
+    def m(self) -> dict[str, Any]:
+        return self.config["measure"]
+
+    @property
+    def X(self) -> Tensor:
+        """The examples of the full-batch measures (the first ``measure.subset``, default all)."""
+        return self.problem.X[: self.m["subset"]]
+
+    @property
+    def Y(self) -> Tensor:
+        return self.problem.Y[: self.m["subset"]]
+
+    @property
+    def solver(self) -> dict[str, Any]:
+        return {"tol": self.m["tol"], "max_iter": self.m["max_iter"], "generator": self.gen}
+
+    @property
+    def batch_size(self) -> int:
+        """b of the mini-batch estimators: ``measure.batch_size``, default SGD's."""
+        return self.m["batch_size"] or self.config["optimizer"]["batch_size"]
+
+    @property
+    def replace(self) -> bool:
+        """Estimators sample as SGD does: with replacement only for ``sampling: iid``."""
+        return self.config["optimizer"]["sampling"] == "iid"
+
+    @cached_property
+    def op(self) -> HessianOperator:
+        """The full-batch Hessian operator at θ, built on first use and shared by every row."""
+        return HessianOperator(
+            self.problem.model, self.problem.loss_fn, self.X, self.Y, self.params, chunk_size=self.m["chunk_size"]
+        )
+
+    @cached_property
+    def masks(self) -> dict[str, Tensor]:
+        return layer_masks(self.op, self.problem.model)
+
+
+def full_sharpness(ctx: Context) -> dict[str, Any]:
+    """FullBS: the top-k eigenvalues of the full-batch Hessian, warm-started from the last eigenvectors."""
+    res = eigs(ctx.op, ctx.m["top_k"], v0=ctx.warm.get("sharpness"), **ctx.solver)
+    ctx.warm["sharpness"] = res.vectors  # (1, k, dim): start_vector sums the k vectors
+    return {"sharpness": res.values[0], "sharpness_residual": res.residuals[0], "n_hvp": res.n_matvecs}
+
+
+def directional_sharpness(ctx: Context) -> dict[str, Any]:
+    """∇Lᵀ H ∇L / ‖∇L‖²."""
+    return {"directional_sharpness": directional(ctx.op)}
+
+
+def layer_sharpness(ctx: Context) -> dict[str, Any]:
+    """λmax of every layer's Hessian block, all layers in one batched Lanczos."""
+    res = layer_eigs(ctx.op, ctx.masks, v0=ctx.warm.get("layers"), **ctx.solver)
+    ctx.warm["layers"] = res.vectors[:, 0]
+    return {"layer_sharpness": res.values[:, 0]}
+
+
+def grad_norms(ctx: Context) -> dict[str, Any]:
+    """‖∇L‖ and every layer's ‖∇_{θ_i} L‖."""
+    g = ctx.op.gradient
+    return {"grad_norm": g.norm().item(), "layer_grad_norm": [(g * M).norm().item() for M in ctx.masks.values()]}
+
+
+def interaction_sharpness(ctx: Context) -> dict[str, Any]:
+    """tr(H S_b), tr(S_b), tr(S_n), ‖H‖_{S_b} and ρ_b (sampled with standard errors, or exact)."""
+    ia = interaction(
+        ctx.op, ctx.X, ctx.Y, ctx.batch_size, ctx.m["interaction"], ctx.m["interaction_exact"], ctx.replace, ctx.gen
+    )
+    return {
+        "tr_HS": ia.tr_HS,
+        "tr_HS_se": ia.tr_HS_se,
+        "tr_S": ia.tr_S,
+        "tr_S_se": ia.tr_S_se,
+        "tr_Sn": ia.tr_Sn,
+        "interaction_sharpness": ia.sharpness,
+        "interaction_sharpness_se": ia.sharpness_se,
+        "rho": ia.rho,
+        "rho_se": ia.rho_se,
+    }
+
+
+def hessian_trace(ctx: Context) -> dict[str, Any]:
+    """Hutchinson's tr(H)."""
+    est = hutchinson(ctx.op, ctx.m["trace"], ctx.gen)
+    return {"hessian_trace": est.mean, "hessian_trace_se": est.se}
+
+
+def minibatch(ctx: Context) -> dict[str, Any]:
+    """MiniBS λmax(H_B) and Batch Sharpness g_BᵀH_Bg_B/‖g_B‖² of ``measure.minibatch`` fresh batches."""
+    X, Y = ctx.problem.X, ctx.problem.Y
+    idx = sample_batches(len(X), ctx.batch_size, ctx.m["minibatch"], ctx.replace, ctx.gen)
+    mb = MiniBatchHessians(ctx.problem.model, ctx.problem.loss_fn, X[idx], Y[idx], ctx.params)
+    res = minibatch_eigs(mb, ctx.m["tol"], ctx.m["max_iter"], ctx.warm.get("minibatch"), ctx.gen)
+    ctx.warm["minibatch"] = res.vectors[:, 0]
+    return {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
+
+
+Wanted = Callable[[dict[str, Any]], bool]
+MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
+    ("sharpness", lambda m: m["sharpness"], full_sharpness),
+    ("directional", lambda m: m["directional"], directional_sharpness),
+    ("layers", lambda m: m["layers"], layer_sharpness),
+    ("grad_norms", lambda m: m["grad_norms"], grad_norms),
+    ("interaction", lambda m: bool(m["interaction"] or m["interaction_exact"]), interaction_sharpness),
+    ("trace", lambda m: bool(m["trace"]), hessian_trace),
+    ("minibatch", lambda m: bool(m["minibatch"]), minibatch),
+]
+"""(measure key, wanted(measure section), take(ctx)), run in this order."""
+
+
+def take_measurements(ctx: Context) -> dict[str, Any]:
+    """Every measurement the config switches on, in table order."""
+    out: dict[str, Any] = {}
+    for _, wanted, take in MEASUREMENTS:
+        if wanted(ctx.m):
+            out |= take(ctx)
+    return out
