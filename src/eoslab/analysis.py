@@ -150,3 +150,23 @@ def phase_summary(
         "phase2_window": list(phase2),
         "phase2_slope": slopes.values.tolist(),
     }
+
+
+def claim(
+    text: str,
+    value: Any,
+    band: tuple[float | None, float | None] | None = None,
+    passed: bool | None = None,
+    asserted: bool = True,
+) -> dict[str, Any]:
+    """One checkable claim as the figure's JSON and the report page list it.
+
+    ``value`` is the measured number (or a list of them); ``band`` = (lo, hi), either end None for one-sided;
+    ``passed`` defaults to lo ≤ value ≤ hi; ``asserted=False`` marks a claim that is reported, not asserted.
+    The claim tests recompute their checks from the raw numbers in the JSON; this entry is for readers.
+    """
+    if passed is None:
+        lo, hi = band if band is not None else (None, None)
+        values = np.atleast_1d(np.asarray(value, dtype=float))
+        passed = bool(np.all((lo is None or values >= lo) & (hi is None or values <= hi)))
+    return {"claim": text, "value": value, "band": list(band) if band else None, "passed": passed, "asserted": asserted}
