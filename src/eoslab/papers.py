@@ -10,7 +10,9 @@ PAPERS: dict[str, str] = {
         "edge of stability”, 2024, arXiv:2404.19261"
     ),
     "iir": "Lee & Jang, “Implicitly regularized interaction between SGD and the loss landscape geometry”, preprint",
-    "fox": "C. Fox, “A Study of the Edge of Stability in Deep Learning”, MSc thesis, University of British Columbia, 2023",
+    "fox": (
+        "C. Fox, “A Study of the Edge of Stability in Deep Learning”, MSc thesis, University of British Columbia, 2023"
+    ),
     "arora": (
         "S. Arora, Z. Li & A. Panigrahi, “Understanding Gradient Descent on the Edge of Stability in Deep Learning”, "
         "ICML 2022, arXiv:2205.09745"
@@ -20,8 +22,8 @@ PAPERS: dict[str, str] = {
         "at the Edge of Stability”, ICLR 2021, arXiv:2103.00065"
     ),
     "zhu": (
-        "X. Zhu, Z. Wang, X. Wang, M. Zhou & R. Ge, “Understanding Edge-of-Stability Training Dynamics with a Minimalist "
-        "Example”, ICLR 2023, arXiv:2210.03294"
+        "X. Zhu, Z. Wang, X. Wang, M. Zhou & R. Ge, “Understanding Edge-of-Stability Training Dynamics with a "
+        "Minimalist Example”, ICLR 2023, arXiv:2210.03294"
     ),
 }
 """Short key → citation (authors, title, venue/year, arXiv id where the paper has one)."""
