@@ -126,7 +126,8 @@ def test_resume_in_process_and_stale_checkpoints(tmp_path, monkeypatch):
         run(config, out)
     monkeypatch.undo()
     assert torch.load(ckpt, weights_only=False)["state"]["step"] == 12
-    partial = open_run(out)  # flushed after the second measurement
+    assert not out.exists()  # partial results never sit at the final path
+    partial = open_run(tmp_path / "run.nc.partial")  # flushed after the second measurement
     assert partial.attrs["status"] == "running" and list(partial.step.values) == [0, 5]
 
     loaded_at = []
@@ -140,7 +141,7 @@ def test_resume_in_process_and_stale_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(eoslab.engine, "_load_checkpoint", spy)
     resumed = run(config, out)
     assert loaded_at == [12]
-    assert not ckpt.exists()
+    assert not ckpt.exists() and not (tmp_path / "run.nc.partial").exists()
     assert_same_run(resumed, run(config))
 
     # a checkpoint of another config is ignored (and replaced)

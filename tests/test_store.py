@@ -1,5 +1,6 @@
 """The NetCDF run cache: schema and attributes round-trip, stacking runs, atomic writes."""
 
+import errno
 import json
 import math
 import os
@@ -145,12 +146,10 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     write_atomic(small_dataset(1.0), path)
     before = path.read_bytes()
 
-    def half_write(self, target, **kwargs):
-        with open(target, "wb") as f:
-            f.write(b"\x89HDF half a file")
-        raise OSError("disk full")
+    def full_disk(fd):  # the bytes went to the temporary file, but the disk is full when they are flushed
+        raise OSError(errno.ENOSPC, "disk full")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", half_write)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(small_dataset(2.0), path)
     monkeypatch.undo()

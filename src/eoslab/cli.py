@@ -1,17 +1,21 @@
 """Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]`` and ``eoslab config``.
 
 Fits Snakemake and Unix habits: the config comes from a file, ``-`` (standard input) or ``--json``; the result goes
-to ``--out``; errors go to standard error with exit status 2 for a bad config; a diverged run exits 0 (divergence is
-a result, recorded in the file).
+to ``--out``; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
+run too: divergence is a result, recorded in the file), 2 bad input (config, data files, ``--out`` a folder),
+3 an I/O error (output not writable, full disk, another process writing the same ``--out``), 128 + n when
+interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing: the same command resumes.
 """
 
 import argparse
 import json
 import sys
+import warnings
 
 import torch
 
 from eoslab.config import ConfigError, config_hash, load_config
+from eoslab.runfiles import Interrupted, exit_status
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -38,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--out", required=True, help="NetCDF file to write (atomically)")
             p.add_argument("--threads", type=int, help="torch threads (Snakemake passes {threads})")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
+            p.add_argument(
+                "--resume-any-code", action="store_true", help="resume a checkpoint written by other eoslab code"
+            )
     args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
     try:
         config = _config(args)
         if args.command == "config":
@@ -46,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from eoslab.engine import run
 
-        if args.threads:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads: {args.threads} is not a positive number of threads")
             torch.set_num_threads(args.threads)
-        ds = run(config, args.out, quiet=args.quiet)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"eoslab: error: {error}", file=sys.stderr)
-        return 2
+        ds = run(config, args.out, quiet=args.quiet, resume_any_code=args.resume_any_code)
+    except (ConfigError, Interrupted, OSError) as error:
+        what = "interrupted" if isinstance(error, Interrupted) else "error"
+        print(f"eoslab: {what}: {error}", file=sys.stderr)
+        return exit_status(error)
     print(f"{args.out}: {ds.attrs['status']} after {ds.attrs['wall_time_s']:.1f} s", file=sys.stderr)
     return 0
 

@@ -1,13 +1,15 @@
 """Run configs: a JSON schema with defaults, validation with messages that name the key, and a content hash.
 
 A run config is a nested dict (YAML or JSON on disk). ``validate`` fills defaults and raises ``ConfigError``
-before anything is computed; ``config_hash`` ties a cached result to the exact config that produced it.
+before anything is computed; ``config_hash`` ties a cached result to the settings that change its numbers
+(everything but the operational keys :data:`OPERATIONAL`).
 """
 
 import copy
 import hashlib
 import inspect
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +44,7 @@ def _obj(properties: dict, required: tuple[str, ...] = (), extra: bool = False) 
 SCHEMA: dict[str, Any] = _obj(
     {
         "name": {"type": "string", "default": "run"},
-        "seed": {**_count, "default": 0, "description": "model initialisation and SGD sampling seed"},
+        "seed": {**_count, "maximum": 2**32 - 1, "default": 0, "description": "initialisation and sampling seed"},
         "dtype": {"enum": ["float32", "float64"], "default": "float32"},
         "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
         "data": _obj({"name": {"enum": sorted(DATASETS)}}, ("name",), extra=True),
@@ -121,14 +123,36 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> None:
-    allowed = sorted(set(inspect.signature(fn).parameters) - exclude)
+    """``given`` (a section naming ``fn``) has only ``fn``'s keyword arguments, and every one without a default."""
+    parameters = inspect.signature(fn).parameters
+    allowed = sorted(set(parameters) - exclude)
     unknown = sorted(set(given) - {"name"} - set(allowed))
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {unknown} for {given['name']!r}; allowed: {allowed}")
+    required = [k for k in allowed if parameters[k].default is inspect.Parameter.empty and k not in given]
+    if required:
+        raise ConfigError(f"{section}: {given['name']!r} needs the key(s) {required}")
+
+
+def _non_finite(node: Any, path: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in ``node`` (YAML's .nan/.inf), or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path or "(top level)"
+    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def check(instance: Mapping[str, Any], schema: Mapping[str, Any], what: str = "config") -> dict[str, Any]:
     """A deep copy of ``instance`` with the schema's defaults filled in, or ``ConfigError`` naming the bad key."""
+    if not isinstance(instance, Mapping):
+        raise ConfigError(f"{what}: (top level): must be a mapping of keys to values, not {type(instance).__name__}")
+    bad = _non_finite(instance)
+    if bad is not None:
+        raise ConfigError(f"{what}: {bad}: must be a finite number (NaN and infinity are not allowed)")
     out = copy.deepcopy(dict(instance))
     error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(out))
     if error is not None:
@@ -147,7 +171,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     name = out["model"]["name"]
     constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
     shape_args = {"in_dim", "out_dim", "in_channels", "num_classes", "image_size", "P", "flatten_dims", "self"}
-    _check_kwargs("model", constructor, out["model"], shape_args)
+    _check_kwargs("model", constructor, {**PRESETS.get(name, {}), **out["model"]}, shape_args)
     opt = out["optimizer"]
     if opt["rule"] == "sgd" and opt["batch_size"] is None:
         raise ConfigError("optimizer.batch_size: required when optimizer.rule is 'sgd'")
@@ -160,9 +184,29 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+OPERATIONAL = ("name", "checkpoint_every", "flush_every")
+"""Keys that change how a run is carried out or labelled, never its numbers: left out of :func:`digest`."""
+
+
+def check_device(device: str) -> None:
+    """``ConfigError`` unless ``device`` (validated, e.g. "cuda:1") exists on this machine (checked before a run,
+    not by :func:`validate`: a config for a GPU cluster validates anywhere)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            raise ConfigError(f"device: {device!r} is not available here ({count} CUDA devices); use device: cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {device!r} is not available here; use device: cpu")
+
+
 def digest(validated: Mapping[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of an already validated config in canonical JSON (sorted keys)."""
-    canonical = json.dumps(validated, sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the SHA-256 of an already validated config in canonical JSON (sorted keys), without the
+    :data:`OPERATIONAL` keys: checkpointing more often or renaming a run keeps its cached file."""
+    numeric = {k: v for k, v in validated.items() if k not in OPERATIONAL}
+    canonical = json.dumps(numeric, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -187,10 +231,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), text:
 
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
-    config = yaml.load(Path(path).read_text() if path is not None else (text or "{}"), Loader=_Loader) or {}
+    where = str(path) if path is not None else "config"
+    try:
+        text = Path(path).read_text() if path is not None else text
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{where}: cannot read the config ({error.__class__.__name__}: {error})") from error
+    config = _parse(text or "{}", where)
+    config = {} if config is None else config  # an empty file: the schema names the missing keys
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: (top level): must be a mapping of keys to values, not {type(config).__name__}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        set_key(config, key.strip(), yaml.load(value, Loader=_Loader))
+        set_key(config, key.strip(), _parse(value, f"override {item!r}"))
     return validate(config)
+
+
+def _parse(text: str, where: str) -> Any:
+    """YAML (or JSON) ``text``; a syntax error becomes a one-line ``ConfigError`` with the position."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from error

@@ -16,6 +16,7 @@ import math
 import pickle
 import random
 import struct
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,14 +263,45 @@ def _cifar_dir(root: Path) -> Path:
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a data file cannot run code."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: uint8 images (N, 3, 32, 32) and int64 labels; ValueError names a bad file."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({error.__class__.__name__}: {error})") from error
+    if len(images) != len(labels):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({len(images)} images, {len(labels)} labels)")
+    return images, labels
+
+
 def _read_cifar(paths: list[Path], need: int | None) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 3, 32, 32) and labels of the batches, stopping once ``need`` examples are read."""
     data, labels = [], []
     for p in paths:
-        with open(p, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        images, y = _read_cifar_batch(p)
+        data.append(images)
+        labels.append(y)
         if need is not None and sum(len(a) for a in labels) >= need:
             break
     return np.concatenate(data), np.concatenate(labels)
@@ -317,14 +349,22 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse an idx file (plain or gzip): magic 0x00 0x00 <type code> <ndim>, big-endian uint32 dims, data."""
     path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or code not in _IDX_DTYPES:
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: damaged gzip file ({error})") from error
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an idx file (magic bytes {raw[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    count = math.prod(shape)
-    return np.frombuffer(raw, dtype=_IDX_DTYPES[code], count=count, offset=4 + 4 * ndim).reshape(shape)
+    ndim, header = raw[3], 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated idx header ({len(raw)} bytes; {ndim} dimensions need {header})")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    need = header + math.prod(shape) * dtype.itemsize
+    if len(raw) < need:
+        raise ValueError(f"{path}: truncated idx file ({len(raw)} bytes; its header {shape} needs {need})")
+    return np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=header).reshape(shape)
 
 
 def _mnist_files(root: Path) -> list[Path]:

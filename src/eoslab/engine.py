@@ -9,13 +9,13 @@ mini-batch operator. Eigenvectors warm-start the next measurement.
 
 Every random draw comes from two explicit generators (training batches; measurement batches and probes),
 whose states are checkpointed with the parameters, so a killed run resumed from its checkpoint ends identical to
-an uninterrupted one, and a config reproduces its numbers exactly on CPU.
+an uninterrupted one, and a config reproduces its numbers exactly on CPU. The files a run writes, its lock and
+its signal handling are :mod:`eoslab.runfiles`'s: partial results go to ``<out>.partial``, never to ``out``.
 """
 
-import functools
 import json
 import math
-import subprocess
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value
 from tqdm.auto import tqdm
 
 import eoslab
-from eoslab.config import ConfigError, config_hash, validate
+from eoslab.config import ConfigError, check_device, config_hash, validate
 from eoslab.curvature import eigs, layer_eigs, layer_masks, layers
 from eoslab.data import load_data
 from eoslab.losses import LossFn, get_loss
@@ -36,7 +36,17 @@ from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
 from eoslab.operators import HessianOperator, Params, objective
 from eoslab.optim import apply_step, grad_norm, rule_scale, step_sizes
-from eoslab.store import to_dataset, write_atomic
+from eoslab.runfiles import (
+    Interrupted,
+    RunFiles,
+    caught_signals,
+    claimed,
+    code_version,
+    load_checkpoint,
+    save_checkpoint,
+    write_run,
+)
+from eoslab.store import to_dataset
 
 
 @dataclass
@@ -62,7 +72,7 @@ def build_problem(config: dict[str, Any]) -> Problem:
     dtype, device = getattr(torch, config["dtype"]), torch.device(config["device"])
     try:
         data = load_data({**config["data"], "dtype": config["dtype"]}).to(device)
-    except ValueError as error:  # the loaders' argument checks (n_train too large, unknown subset, ...)
+    except (ValueError, TypeError, FileNotFoundError) as error:  # bad arguments (n_train too large, ...) or files
         raise ConfigError(f"data: {error}") from error
     if config["loss"] == "cross_entropy" and not data.is_classification:
         raise ConfigError(f"loss: cross_entropy needs a classification dataset, {data.name!r} is regression")
@@ -71,7 +81,7 @@ def build_problem(config: dict[str, Any]) -> Problem:
         torch.manual_seed(config["seed"])
         try:
             model = build_model(config["model"], data.input_shape, data.output_dim)
-        except ValueError as error:  # the constructors' argument checks (unknown activation, bad shapes, ...)
+        except (ValueError, TypeError, RuntimeError) as error:  # bad arguments (unknown activation, shapes, ...)
             raise ConfigError(f"model: {error}") from error
     model = model.to(dtype=dtype, device=device)
     labels = data.targets("labels") if data.is_classification else None
@@ -190,24 +200,12 @@ def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any],
     return {"sharpness": res.values[0, 0].item()}
 
 
-@functools.cache
-def git_commit() -> str:
-    """The commit of the eoslab source tree, or "unknown" outside a git checkout (asked once per process)."""
-    try:
-        here = Path(__file__).resolve().parent
-        return subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str) -> xr.Dataset:
     attrs = {
         "config": json.dumps(config, sort_keys=True),
         "config_hash": config_hash(config),
         "eoslab_version": eoslab.__version__,
-        "git_commit": git_commit(),
+        **code_version(),
         "torch_version": str(torch.__version__),
         "device": config["device"],
         "seed": config["seed"],
@@ -221,27 +219,42 @@ def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str
     return to_dataset(state.measured, state.per_iteration, list(layers(problem.model)), attrs)
 
 
-def _save_checkpoint(path: Path, state: State, digest: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config_hash": digest, "state": asdict(state)}, tmp)
-    tmp.replace(path)
+def _checkpoint(path: Path, state: State, digest: str, gens: tuple[torch.Generator, ...], started: float) -> None:
+    """Save ``state`` (with the generators' states and the elapsed time) for :func:`_load_checkpoint`."""
+    state.train_rng, state.measure_rng = (g.get_state() for g in gens)
+    state.elapsed = time.perf_counter() - started
+    save_checkpoint(path, {"config_hash": digest, "code_hash": code_version()["code_hash"], "state": asdict(state)})
 
 
-def _load_checkpoint(path: Path | None, digest: str) -> State | None:
-    if path is None or not path.exists():
-        return None
-    saved = torch.load(path, weights_only=False)
-    return State(**saved["state"]) if saved["config_hash"] == digest else None
+def _load_checkpoint(path: Path | None, digest: str, any_code: bool = False) -> State | None:
+    saved = None if path is None else load_checkpoint(path, digest, any_code)
+    return None if saved is None else State(**saved)
 
 
-def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = True) -> xr.Dataset:
-    """Run one config end to end; with ``out``, write (and periodically flush) the NetCDF there.
+def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: State, digest, gens, started) -> None:
+    """Checkpoint, flush the partial results (status "interrupted") and raise Interrupted."""
+    _checkpoint(files.ckpt, state, digest, gens, started)
+    write_run(_dataset(problem, config, state, "interrupted"), files.partial)
+    name = signal.Signals(signum).name
+    raise Interrupted(signum, f"{name} at step {state.step}: saved {files.ckpt}; the same command resumes the run")
 
-    A checkpoint ``<out>.ckpt`` is written every ``checkpoint_every`` steps and resumed from if present (for the
-    same config hash); it is removed when the run ends. Returns the run's Dataset.
+
+def run(
+    config: dict[str, Any], out: str | Path | None = None, quiet: bool = True, resume_any_code: bool = False
+) -> xr.Dataset:
+    """Run one config end to end; with ``out``, write the NetCDF there (partial results to ``<out>.partial``).
+
+    A checkpoint ``<out>.ckpt`` is written every ``checkpoint_every`` steps, and on SIGTERM/SIGINT (then
+    :class:`~eoslab.runfiles.Interrupted` is raised), and resumed from if present (same config hash and, unless
+    ``resume_any_code``, same code); it is removed when the run ends. Returns the run's Dataset.
     """
+    with claimed(out) as files, caught_signals(enabled=out is not None) as received:
+        return _run(config, files, quiet, resume_any_code, received)
+
+
+def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: bool, received: list[int]):
     config = validate(config)
+    check_device(config["device"])
     digest = config_hash(config)
     problem = build_problem(config)
     f = objective(problem.model, problem.loss_fn, dict(problem.model.named_buffers()))
@@ -255,11 +268,11 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
         raise ConfigError(f"measure.batch_size: {b} exceeds the {len(problem.X)} training examples")
     if (m["interaction"] or m["interaction_exact"]) and b > n_full:
         raise ConfigError(f"measure.batch_size: {b} exceeds the {n_full} examples of the full-batch measures")
-    out = Path(out) if out is not None else None
-    ckpt = out.with_name(out.name + ".ckpt") if out is not None and config["checkpoint_every"] else None
+    files.claim()
+    out, ckpt = files.out, files.ckpt
     train_gen = torch.Generator().manual_seed(config["seed"])
     measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)
-    state = _load_checkpoint(ckpt, digest) or State(
+    state = _load_checkpoint(ckpt, digest, resume_any_code) or State(
         0,
         {k: p.detach().clone() for k, p in problem.model.named_parameters()},
         train_gen.get_state(),
@@ -292,7 +305,7 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
                 bar.set_postfix(loss=f"{values['train_loss']:.3g}", sharpness=f"{values['sharpness'][0].item():.4g}")
             if out is not None and config["flush_every"] and n_measured % config["flush_every"] == 0:
                 state.elapsed = time.perf_counter() - started
-                write_atomic(_dataset(problem, config, state, "running"), out)
+                write_run(_dataset(problem, config, state, "running"), files.partial)
         if t == steps:
             break
         current = {}
@@ -311,15 +324,15 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
         _record(state.per_iteration, {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff})
         state.step += 1
         bar.update()
-        if ckpt is not None and state.step % config["checkpoint_every"] == 0 and state.step < steps:
-            state.train_rng, state.measure_rng = train_gen.get_state(), measure_gen.get_state()
-            state.elapsed = time.perf_counter() - started
-            _save_checkpoint(ckpt, state, digest)
+        every = config["checkpoint_every"]
+        if ckpt is not None and every and state.step % every == 0 and state.step < steps:
+            _checkpoint(ckpt, state, digest, (train_gen, measure_gen), started)
+        if received:  # SIGTERM/SIGINT
+            _interrupt(received[0], files, problem, config, state, digest, (train_gen, measure_gen), started)
     bar.close()
     state.elapsed = time.perf_counter() - started
     ds = _dataset(problem, config, state, "diverged" if state.diverged_step >= 0 else "complete")
     if out is not None:
-        write_atomic(ds, out)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
+        write_run(ds, out)
+        files.finish()
     return ds

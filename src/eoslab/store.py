@@ -7,14 +7,19 @@ Schema (every variable carries ``long_name`` and ``units``; :data:`VARIABLES` is
 - global attrs: ``config`` (the validated run config, JSON), ``config_hash``, ``eoslab_version``, ``git_commit``,
   ``torch_version``, ``device``, ``seed``, ``eta`` (optimizer.lr), ``wall_time_s``, ``status``
   ("running" while a run flushes partial results, then "complete" or "diverged"), ``diverged`` (0/1),
-  ``diverged_step`` (−1 if not) and ``last_finite_loss``.
+  ``diverged_step`` (−1 if not) and ``last_finite_loss``; ``code_hash``/``git_dirty`` (the code that made it).
+- every variable carries a ``checksum`` attribute (SHA-256 of its values), verified when the file is opened.
 
-Only the variables a run measured are present. :func:`open_runs` stacks runs along a ``run`` dimension.
+Only the variables a run measured are present. :func:`open_runs` stacks finished runs along a ``run`` dimension.
+Files are written whole: serialised in memory, written to a unique temporary sibling, fsynced, renamed over the
+target and the folder fsynced, so a crash, a kill or a full disk never leaves a half-written file at the path.
 """
 
+import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,19 +86,78 @@ def to_dataset(
     return ds
 
 
-def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
-    """Write ``ds`` to ``path`` through a temporary file in the same folder and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+FINISHED = ("complete", "diverged")
+"""The ``status`` of a finished run; "running" marks the partial results a run flushes to ``<out>.partial``."""
+
+REBUILD = "rebuild it with `snakemake --cores 1 {path}` (add --config profile=NAME) or `eoslab run`"
+
+
+class RunFileError(OSError):
+    """A run file that cannot be used: unreadable, corrupt (a checksum fails) or not a finished run."""
+
+
+def temp_name(path: Path) -> str:
+    """A unique temporary sibling of ``path`` (``.<name>.<random>.tmp``; :func:`stale_temps` finds them)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    return tmp
+
+
+def stale_temps(path: Path) -> list[Path]:
+    """Temporary siblings of ``path`` left by a killed writer."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a unique temporary sibling, fsync, ``os.replace``, fsync of
+    the folder (mode 0644). On failure the temporary file is removed and the previous file is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def checksum(values: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of an array's values: its bytes, or its strings for text coordinates."""
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":  # text comes back from the file as objects: hash the strings
+        kind, raw = "text", "\0".join(map(str, values.ravel())).encode()
+    else:
+        kind, raw = values.dtype.str, np.ascontiguousarray(values).tobytes()
+    return hashlib.sha256(f"{kind}{values.shape}".encode() + raw).hexdigest()[:16]
+
+
+def with_checksums(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` whose every variable (coordinates too) has a ``checksum`` attribute."""
+    ds = ds.copy()
+    for var in ds.variables.values():
+        var.attrs = {**var.attrs, "checksum": checksum(var.values)}
+    return ds
+
+
+def write_atomic(ds: xr.Dataset, path: str | Path) -> None:
+    """Write ``ds`` with checksums to ``path`` atomically (serialised in memory, then :func:`write_bytes_atomic`:
+    HDF5 never writes to the disk itself, so a full disk is an ``OSError`` here, not a crash in the library)."""
+    data = with_checksums(ds).to_netcdf(engine="h5netcdf")
+    write_bytes_atomic(bytes(data), path)
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -108,17 +172,40 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
 
 
 def open_run(path: str | Path) -> xr.Dataset:
-    """One run's Dataset, loaded into memory (the file is closed again)."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+    """One run's Dataset, loaded into memory (the file is closed again), its checksums verified (and dropped).
+
+    ``RunFileError`` names the file and how to rebuild it if it cannot be read or a variable fails its checksum.
+    """
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # h5py/h5netcdf raise OSError, ValueError, KeyError... on a damaged file
+        raise RunFileError(f"{path}: not a readable run file ({error}); {REBUILD.format(path=path)}") from error
+    for name, var in ds.variables.items():
+        expected = var.attrs.pop("checksum", None)
+        if expected is not None and checksum(var.values) != expected:
+            raise RunFileError(f"{path}: variable {name!r} fails its checksum (corrupt); {REBUILD.format(path=path)}")
+    return ds
 
 
-def open_runs(paths: Iterable[str | Path]) -> xr.Dataset:
+def is_intact(path: str | Path) -> bool:
+    """Whether ``path`` opens, passes its checksums and holds a finished run (what the Snakefile keeps)."""
+    try:
+        return open_run(path).attrs.get("status") in FINISHED
+    except RunFileError:
+        return False
+
+
+def open_runs(paths: Iterable[str | Path], partial: bool = False) -> xr.Dataset:
     """Many runs stacked along ``run`` (outer join on steps: shorter or diverged runs are NaN-padded).
 
     Coordinates on ``run``: the file stem (``run``), every config key whose value differs between the runs
     (dotted, e.g. ``optimizer.batch_size``; GD's missing batch size is NaN), ``eta``, ``diverged``,
-    ``diverged_step`` and ``status``.
+    ``diverged_step`` and ``status``. Only finished runs (status complete or diverged) are accepted unless
+    ``partial``; a ``RunFileError`` names the file otherwise. Runs made by different code are stacked with a
+    warning.
     """
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
@@ -127,6 +214,15 @@ def open_runs(paths: Iterable[str | Path]) -> xr.Dataset:
     if not paths:
         raise ValueError("open_runs: no run files given")
     runs = [open_run(p) for p in paths]
+    for path, ds in zip(paths, runs, strict=True):
+        if not partial and ds.attrs.get("status") not in FINISHED:
+            raise RunFileError(
+                f"{path}: status {ds.attrs.get('status')!r} is not a finished run (partial results); "
+                f"{REBUILD.format(path=path)}, or pass partial=True to look at it"
+            )
+    codes = {ds.attrs.get("code_hash") for ds in runs} - {None}
+    if len(codes) > 1:
+        warnings.warn(f"runs made by {len(codes)} different versions of eoslab's code: {sorted(codes)}", stacklevel=2)
     configs = [flatten_config(json.loads(ds.attrs["config"])) for ds in runs]
     keys = sorted({k for c in configs for k in c})
     varying = [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
