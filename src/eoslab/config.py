@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,20 @@ def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> N
     required = [k for k in allowed if parameters[k].default is inspect.Parameter.empty and k not in given]
     if required:
         raise ConfigError(f"{section}: {given['name']!r} needs the key(s) {required}")
+    hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    for key, value in given.items():
+        types = _plain_types(hints.get(key))
+        if types and not isinstance(value, types):
+            names = " or ".join(sorted({t.__name__ for t in types}))
+            raise ConfigError(f"{section}.{key}: {value!r} is not of type {names}")
+
+
+def _plain_types(hint: Any) -> tuple[type, ...] | None:
+    """The types a plain annotation (int, float, str, bool, None and their unions) admits, else None."""
+    args = typing.get_args(hint) or (hint,)
+    if not all(a in (int, float, str, bool, type(None)) for a in args):
+        return None
+    return tuple({*args, *((int,) if float in args else ())})
 
 
 def _non_finite(node: Any, path: str = "") -> str | None:
