@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+# Recovers on its own after a kill: under a lock that no second `make figures` can take, a stale Snakemake lock
+# is removed and incomplete jobs rerun (a killed run resumes from its checkpoint).
 figures: $(VENV)/.installed  ## every figure of the profile (default: embedded data)
-	snakemake --cores $(CORES) all --config profile=$(PROFILE)
+	@mkdir -p .snakemake
+	flock --nonblock --conflict-exit-code 75 .snakemake/make-figures.lock sh -c \
+	  'snakemake --unlock --config profile=$(PROFILE) > /dev/null && \
+	   snakemake --cores $(CORES) all --config profile=$(PROFILE) --rerun-incomplete'
 
 test: lint unit smoke claims  ## what CI runs
 

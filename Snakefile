@@ -8,16 +8,26 @@
 #   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run)
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
+#
+# Recovery: a killed `eoslab run` resumes from its checkpoint when rerun (partial results never sit at the run
+# file's path); a run file that is unreadable, fails its checksums or is unfinished is moved to <file>.corrupt
+# below and made again. After a killed Snakemake, `make figures` recovers on its own; by hand:
+#   snakemake --unlock && snakemake --cores all all --rerun-incomplete   (profiles/default sets rerun-incomplete)
+# A failed figure job restores the previous figure files (update() outputs) instead of deleting them.
 
 import json
 import shlex
+import sys
 
-from eoslab.pipeline import figure_runs, load_profile, profile_runs
+from eoslab.pipeline import figure_runs, load_profile, profile_runs, runtime_request, set_aside_broken
 
 PROFILE = config.get("profile", "default")
 P = load_profile(PROFILE, workflow.basedir)
 RUNS = {str(path): run for path, run in profile_runs(P).items()}
 FIGURES = P["figures"]
+for broken in set_aside_broken(RUNS):
+    print(f"eoslab: {broken} is unreadable, corrupt or unfinished: moved to {broken}.corrupt, it will be remade",
+          file=sys.stderr)
 
 
 def run_config(wc):
@@ -31,6 +41,12 @@ def run_command(wc):
 def run_resources(wc, key):
     family = P["families"][wc.family]
     return family.get("resources", {}).get(key, P["resources"][key])
+
+
+def run_runtime(wc):
+    """The profile's runtime (minutes) with headroom, or what an interrupted attempt measured (pipeline)."""
+    out = f"data/runs/{wc.family}/{wc.run}.nc"
+    return runtime_request(run_resources(wc, "runtime"), out, RUNS[out]["steps"])
 
 
 def notebook_params(wc):
@@ -52,7 +68,7 @@ rule run:
     threads: P["threads"]
     resources:
         mem_mb=lambda wc: run_resources(wc, "mem_mb"),
-        runtime=lambda wc: run_resources(wc, "runtime"),
+        runtime=run_runtime,
     log:
         "logs/runs/{family}/{run}.log",
     benchmark:
@@ -66,9 +82,9 @@ rule figure:
         runs=lambda wc: [f for files in figure_runs(P, wc.figure).values() for f in files],
         notebook=lambda wc: f"notebooks/{FIGURES[wc.figure]['notebook']}.ipynb",
     output:
-        pdf=f"figures/{PROFILE}/{{figure}}.pdf",
-        png=f"figures/{PROFILE}/{{figure}}.png",
-        json=f"figures/{PROFILE}/{{figure}}.json",
+        pdf=update(f"figures/{PROFILE}/{{figure}}.pdf"),
+        png=update(f"figures/{PROFILE}/{{figure}}.png"),
+        json=update(f"figures/{PROFILE}/{{figure}}.json"),
         notebook=f"results/{PROFILE}/notebooks/{{figure}}.ipynb",
     params:
         notebook=notebook_params,

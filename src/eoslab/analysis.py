@@ -29,6 +29,12 @@ def standard_error(runs: xr.Dataset, name: str) -> xr.DataArray:
     return da.std("batch_draw", ddof=1) / np.sqrt(da.sizes["batch_draw"]) * runs["eta"] / 2
 
 
+def converged(runs: xr.Dataset) -> xr.Dataset:
+    """The runs that did not diverge: summaries use only these (a diverged run's few measurements are not a
+    plateau); plots mark the diverged ones (:func:`eoslab.plotting.run_label`)."""
+    return runs.isel(run=np.flatnonzero(runs["diverged"].values == 0))
+
+
 def second_half(da: xr.DataArray) -> xr.DataArray:
     """The measurements with t ≥ T/2 of each run (T: the run's last measured step), NaN elsewhere."""
     last = da.step.where(da.notnull()).max("step")
@@ -37,7 +43,8 @@ def second_half(da: xr.DataArray) -> xr.DataArray:
 
 def plateau_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
     """Per run: second-half mean and median of FullBS, average MiniBS and Batch Sharpness (all ·η/2), the most
-    negative z-score (avg MiniBS − FullBS)/SE over all measurements, and the run's rule and batch size."""
+    negative z-score (avg MiniBS − FullBS)/SE over all measurements, and the run's rule and batch size. A diverged
+    run gets only its identity, ``diverged: True`` and ``diverged_step``: no plateau numbers."""
     full = normalized(runs, "sharpness")
     out = []
     for i, run in enumerate(runs.run.values):
@@ -47,6 +54,11 @@ def plateau_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
             "batch_size": _batch_size_of(runs, i),
             "eta": float(runs["eta"].values[i]),
             "diverged": bool(runs["diverged"].values[i]),
+        }
+        if row["diverged"]:
+            out.append(row | {"diverged_step": int(runs["diverged_step"].values[i])})
+            continue
+        row |= {
             "fullbs_mean": _mean(second_half(full.isel(run=i))),
             "fullbs_median": _median(second_half(full.isel(run=i))),
         }
@@ -126,7 +138,10 @@ def phase_summary(
       runs (the collapse of seed 000 Fig. 3 is of λ against ηt, whatever η);
     - at ηt = ``compare_at`` (phase 2), FullBS and average MiniBS of the SGD runs and their spreads across b;
     - ``phase2_slope``: the slope of FullBS·η/2 against ηt over ``phase2``, per SGD run.
+
+    Diverged runs are left out.
     """
+    runs = converged(runs)
     grid = np.linspace(*phase1, 9)
     curves = xr.concat([at_time(runs, "sharpness", t, per_edge=False) for t in grid], dim="eta_t")
     rel_dev = float(((curves.max("run") - curves.min("run")) / curves.mean("run")).max())

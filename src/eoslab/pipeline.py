@@ -10,13 +10,15 @@ Snakemake reruns exactly what changed and identical runs are shared between prof
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from eoslab.config import ConfigError, check, digest, set_key, validate
+from eoslab.store import is_intact, open_run
 
 COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate}
 """A family's ``command`` (the ``eoslab`` subcommand that makes each of its files) → the validator of its configs."""
@@ -56,6 +58,36 @@ def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def run_file(family: str, name: str, config: Mapping[str, Any], root: str | Path = "data/runs") -> Path:
     """Where a run is cached: ``<root>/<family>/<name>-<hash>.nc``, the hash of the validated ``config``."""
     return Path(root) / family / f"{name}-{digest(config)}.nc"
+
+
+def set_aside_broken(paths: Iterable[str | Path]) -> list[Path]:
+    """Move every existing run file that is unreadable, fails a checksum or is not a finished run to
+    ``<file>.corrupt``, so the DAG makes it again (the Snakefile calls this before building the DAG)."""
+    moved = []
+    for path in map(Path, paths):
+        if path.exists() and not is_intact(path):
+            path.replace(path.with_name(path.name + ".corrupt"))
+            moved.append(path)
+    return moved
+
+
+SIGNAL_LEAD_MIN = 5
+"""Minutes before its time limit that SLURM sends SIGTERM (profiles/slurm: --signal=TERM@300): the run then
+checkpoints, flushes and exits 143; a retry resumes it."""
+
+
+def runtime_request(estimate_min: float, out: str | Path, steps: int) -> int:
+    """Minutes a run job asks the scheduler for: 1.25 × the time the run still needs, plus SIGNAL_LEAD_MIN and
+    2 minutes for the job wrapper. The need is measured where the run has measured it (its ``<out>.partial``:
+    wall time per step so far × steps left), else the profile's ``estimate_min``."""
+    need = estimate_min
+    partial = Path(f"{out}.partial")
+    if partial.exists() and is_intact(partial, partial=True):
+        ds = open_run(partial)
+        done = int(ds.step.values[-1]) if ds.sizes["step"] else 0
+        if done > 0:
+            need = ds.attrs["wall_time_s"] / done * (steps - done) / 60
+    return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
 
 
 def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> dict[Path, dict[str, Any]]:

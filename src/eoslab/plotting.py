@@ -16,7 +16,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from eoslab.analysis import normalized
+from eoslab.analysis import converged, normalized
 
 
 def style() -> None:
@@ -46,11 +46,13 @@ def edge(ax: Axes, label: str = "2/η") -> None:
 
 
 def run_label(runs: xr.Dataset, i: int) -> str:
-    """'GD' or 'SGD b=…' (with η when the runs' learning rates differ)."""
+    """'GD' or 'SGD b=…' (with η when the runs' learning rates differ), marked '(diverged at t=k)' if it did."""
     b = runs["optimizer.batch_size"].values[i] if "optimizer.batch_size" in runs.coords else np.nan
     label = "GD" if np.isnan(b) else f"SGD b={int(b)}"
     if "optimizer.lr" in runs.coords:
         label += f", η={float(runs['eta'].values[i]):g}"
+    if "diverged" in runs.coords and runs["diverged"].values[i]:
+        label += f" (diverged at t={int(runs['diverged_step'].values[i])})"
     return label
 
 
@@ -65,7 +67,13 @@ def sharpness_panels(runs: xr.Dataset, order: Sequence[int], extra: int = 0) -> 
     n = len(order) + extra
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, layout="constrained")
     full = normalized(runs, "sharpness")
-    top = float(max(full.max(), normalized(runs, "minibatch_sharpness").max() if "minibatch_sharpness" in runs else 0))
+    kept = converged(runs)  # a diverged run does not stretch the shared axis
+    top = float(
+        max(
+            normalized(kept, "sharpness").max(),
+            normalized(kept, "minibatch_sharpness").max() if "minibatch_sharpness" in kept else 0,
+        )
+    )
     for ax, i in zip(axes[0][: len(order)], order, strict=True):
         ax.set_ylim(0, 1.25 * top)
         if "minibatch_sharpness" in runs:
@@ -91,6 +99,7 @@ def line(ax: Axes, da: xr.DataArray, scale: float = 1.0, **kwargs) -> None:
 
 def plateau_vs_batch(ax: Axes, summary: list[dict[str, Any]]) -> None:
     """Second-half means of FullBS, average MiniBS and Batch Sharpness against the batch size (GD at the right)."""
+    summary = [r for r in summary if not r["diverged"]]
     sgd = sorted((r for r in summary if r["batch_size"]), key=lambda r: r["batch_size"])
     gd_at = 2 * max((r["batch_size"] for r in sgd), default=1)
     rows = sgd + [r for r in summary if not r["batch_size"]]

@@ -190,12 +190,13 @@ def open_run(path: str | Path) -> xr.Dataset:
     return ds
 
 
-def is_intact(path: str | Path) -> bool:
-    """Whether ``path`` opens, passes its checksums and holds a finished run (what the Snakefile keeps)."""
+def is_intact(path: str | Path, partial: bool = False) -> bool:
+    """Whether ``path`` opens, passes its checksums and holds a finished run (any run with ``partial``)."""
     try:
-        return open_run(path).attrs.get("status") in FINISHED
+        status = open_run(path).attrs.get("status")
     except RunFileError:
         return False
+    return partial or status in FINISHED
 
 
 def open_runs(paths: Iterable[str | Path], partial: bool = False) -> xr.Dataset:
