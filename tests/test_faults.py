@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -189,21 +190,31 @@ def test_checkpoint_of_other_code_is_not_resumed_unless_asked(tmp_path, monkeypa
 # ------------------------------------------------------------------------------------------- writers and I/O
 
 
-def test_a_second_writer_of_one_output_is_refused(tmp_path, capsys):
+def test_a_second_writer_of_one_output_waits_or_is_refused(tmp_path, monkeypatch, capsys, uninterrupted):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
     out = tmp_path / "run.nc"
     first = RunFiles(out)
     first.claim()  # another `eoslab run --out run.nc` (an flock: per open file, so this process counts too)
     try:
-        assert main(["run", str(path), "--out", str(out), "--quiet"]) == 3
+        assert main(["run", str(path), "--out", str(out), "--quiet", "--no-wait"]) == 3
+        err = capsys.readouterr().err
+        assert err.startswith("eoslab: error:") and err.count("\n") == 1
+        assert "another process" in err and f"pid {os.getpid()}" in err and str(out) in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nc.lock", "run.yaml"]
+
+        def first_finishes():
+            write_atomic(uninterrupted, out)
+            first.release()
+
+        threading.Timer(1.0, first_finishes).start()
+        never_measure(monkeypatch)  # the second one uses what the first made
+        with pytest.warns(UserWarning, match=rf"another process \(pid {os.getpid()}\).*waiting for it"):
+            assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     finally:
         first.release()
-    err = capsys.readouterr().err
-    assert err.startswith("eoslab: error:") and err.count("\n") == 1
-    assert "another process" in err and f"pid {os.getpid()}" in err and str(out) in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
-    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0  # the lock is free again
+    same_numbers(open_run(out), uninterrupted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nc", "run.yaml"]
 
 
 def never_measure(monkeypatch):

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--resume-any-code", action="store_true", help="resume a checkpoint written by other eoslab code"
             )
+            p.add_argument(
+                "--no-wait", action="store_true", help="fail (exit 3) if another process writes --out, do not wait"
+            )
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
     try:
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.threads < 1:
                 raise ConfigError(f"--threads: {args.threads} is not a positive number of threads")
             torch.set_num_threads(args.threads)
-        ds = run(config, args.out, quiet=args.quiet, resume_any_code=args.resume_any_code)
+        ds = run(config, args.out, quiet=args.quiet, resume_any_code=args.resume_any_code, wait=not args.no_wait)
     except (ConfigError, Interrupted, OSError) as error:
         what = "interrupted" if isinstance(error, Interrupted) else "error"
         print(f"eoslab: {what}: {error}", file=sys.stderr)

@@ -240,19 +240,24 @@ def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: St
 
 
 def run(
-    config: dict[str, Any], out: str | Path | None = None, quiet: bool = True, resume_any_code: bool = False
+    config: dict[str, Any],
+    out: str | Path | None = None,
+    quiet: bool = True,
+    resume_any_code: bool = False,
+    wait: bool = True,
 ) -> xr.Dataset:
     """Run one config end to end; with ``out``, write the NetCDF there (partial results to ``<out>.partial``).
 
     A checkpoint ``<out>.ckpt`` is written every ``checkpoint_every`` steps, and on SIGTERM/SIGINT (then
     :class:`~eoslab.runfiles.Interrupted` is raised), and resumed from if present (same config hash and, unless
-    ``resume_any_code``, same code); it is removed when the run ends. Returns the run's Dataset.
+    ``resume_any_code``, same code); it is removed when the run ends. If another process writes ``out``, wait
+    for it and return what it made (``wait=False``: OutputError). Returns the run's Dataset.
     """
     with claimed(out) as files, caught_signals(enabled=out is not None) as received:
-        return _run(config, files, quiet, resume_any_code, received)
+        return _run(config, files, quiet, resume_any_code, wait, received)
 
 
-def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: bool, received: list[int]):
+def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: bool, wait: bool, received: list):
     config = validate(config)
     check_device(config["device"])
     digest = config_hash(config)
@@ -268,7 +273,9 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
         raise ConfigError(f"measure.batch_size: {b} exceeds the {len(problem.X)} training examples")
     if (m["interaction"] or m["interaction_exact"]) and b > n_full:
         raise ConfigError(f"measure.batch_size: {b} exceeds the {n_full} examples of the full-batch measures")
-    files.claim()
+    files.claim(wait, received)
+    if (made := files.made_meanwhile(digest)) is not None:
+        return made
     out, ckpt = files.out, files.ckpt
     train_gen = torch.Generator().manual_seed(config["seed"])
     measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)

@@ -5,7 +5,9 @@ For ``--out RUN.nc`` a run owns four paths:
 - ``RUN.nc``: the finished run (status complete or diverged), written once, at the end;
 - ``RUN.nc.partial``: the results flushed while it runs (status running, or interrupted), removed at the end;
 - ``RUN.nc.ckpt``: the checkpoint (plain tensors and numbers, loaded with ``torch.load(weights_only=True)``);
-- ``RUN.nc.lock``: held (``flock``) while a process writes ``RUN.nc``, so two writers of one output cannot both run.
+- ``RUN.nc.lock``: held (``flock``) while a process writes ``RUN.nc``, so two writers of one output cannot both run:
+  the second waits (with a warning naming the first's pid) and uses the file the first made, or, with
+  ``wait=False``, fails at once.
 
 Every file is written whole (:func:`eoslab.store.write_bytes_atomic`: unique temporary sibling, fsync, rename,
 fsync of the folder). SIGTERM (what SLURM sends at preemption and before its time limit) and SIGINT are turned
@@ -22,6 +24,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +36,7 @@ import torch
 import xarray as xr
 
 from eoslab.config import ConfigError
-from eoslab.store import stale_temps, write_atomic, write_bytes_atomic
+from eoslab.store import is_intact, open_run, stale_temps, write_atomic, write_bytes_atomic
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -136,6 +139,7 @@ class RunFiles:
 
     out: Path | None
     lock_fd: int | None = None
+    waited: bool = False
 
     @property
     def partial(self) -> Path | None:
@@ -149,11 +153,12 @@ class RunFiles:
     def lock(self) -> Path | None:
         return None if self.out is None else self.out.with_name(self.out.name + ".lock")
 
-    def claim(self) -> None:
+    def claim(self, wait: bool = True, received: list[int] | None = None) -> None:
         """Check the output can be written, take its lock and remove temporary files a killed writer left.
 
         ``ConfigError`` if ``out`` is a folder; :class:`OutputError` (naming the path) if its folder cannot be
-        made or written, or if another process holds the lock.
+        made or written. If another process holds the lock: wait for it (``waited`` is then True; a signal in
+        ``received`` stops the wait with :class:`Interrupted`), or with ``wait=False`` raise :class:`OutputError`.
         """
         if self.out is None:
             return
@@ -164,20 +169,40 @@ class RunFiles:
             self.lock_fd = _lock(self.lock)
         except BlockingIOError:
             holder = self.lock.read_text().strip() or "?"
-            raise OutputError(
-                f"{self.out}: another process (pid {holder}) is writing it (lock {self.lock}); wait for it or stop it"
-            ) from None
+            message = f"{self.out}: another process (pid {holder}) is writing it (lock {self.lock})"
+            if not wait:
+                raise OutputError(f"{message}; wait for it or stop it") from None
+            warnings.warn(f"{message}; waiting for it", stacklevel=2)
+            self.lock_fd, self.waited = self._wait(received or []), True
         except OSError as error:
             raise OutputError(f"{self.out}: cannot write there ({error.strerror or error})") from error
         for path in (self.out, self.partial, self.ckpt):
             for tmp in stale_temps(path):
                 tmp.unlink(missing_ok=True)
 
+    def _wait(self, received: list[int]) -> int:
+        while True:
+            time.sleep(0.2)
+            if received:
+                name = signal.Signals(received[0]).name
+                raise Interrupted(received[0], f"{name} while waiting for the lock of {self.out}")
+            try:
+                return _lock(self.lock)
+            except BlockingIOError:
+                continue
+
     def release(self) -> None:
         if self.lock_fd is not None:
             self.lock.unlink(missing_ok=True)
             os.close(self.lock_fd)
             self.lock_fd = None
+
+    def made_meanwhile(self, config_hash: str) -> xr.Dataset | None:
+        """After waiting for another writer: the finished run it left at ``out`` for this config, if any."""
+        if not self.waited or not self.out.exists() or not is_intact(self.out):
+            return None
+        ds = open_run(self.out)
+        return ds if ds.attrs.get("config_hash") == config_hash else None
 
     def finish(self) -> None:
         """After the final write: the checkpoint and the partial results are obsolete."""
