@@ -3,7 +3,7 @@
 Fits Snakemake and Unix habits: the config comes from a file, ``-`` (standard input) or ``--json``; the result goes
 to ``--out``; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
 run too: divergence is a result, recorded in the file), 2 bad input (config, data files, ``--out`` a folder),
-3 an I/O error (output not writable, full disk, another process writing the same ``--out``), 128 + n when
+3 an I/O error (output not writable, full disk, another process writing ``--out`` with ``--no-wait``), 128 + n when
 interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing: the same command resumes.
 """
 
