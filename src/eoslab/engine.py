@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import xarray as xr
@@ -231,7 +231,7 @@ def _load_checkpoint(path: Path | None, digest: str, any_code: bool = False) -> 
     return None if saved is None else State(**saved)
 
 
-def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: State, digest, gens, started) -> None:
+def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: State, digest, gens, started) -> NoReturn:
     """Checkpoint, flush the partial results (status "interrupted") and raise Interrupted."""
     _checkpoint(files.ckpt, state, digest, gens, started)
     write_run(_dataset(problem, config, state, "interrupted"), files.partial)
