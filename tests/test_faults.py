@@ -130,11 +130,13 @@ def test_signals_to_a_real_process_then_the_same_command_resumes(tmp_path, unint
 
 
 class Payload:
+    """Unpickled by a loader that runs code, it creates the file ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (open, (MARKER, "w"))
-
-
-MARKER = "/tmp/eoslab-checkpoint-ran-code"
+        return (open, (self.marker, "w"))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "runs-code", "empty"])
@@ -146,7 +148,7 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_fresh(damage, t
     else:
         payload = {
             "garbage": b"\x00\x01 not a checkpoint",
-            "runs-code": pickle.dumps(Payload(), protocol=2),
+            "runs-code": pickle.dumps(Payload(str(tmp_path / "ran")), protocol=2),
             "empty": b"",
         }
         ckpt.write_bytes(payload[damage])
@@ -156,7 +158,7 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_fresh(damage, t
     assert message.startswith(f"{ckpt}: unreadable checkpoint") and "starting fresh" in message
     same_numbers(ds, uninterrupted)
     assert (tmp_path / "run.nc.ckpt.corrupt").exists() and not ckpt.exists()
-    assert not os.path.exists(MARKER)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_checkpoint_of_other_code_is_not_resumed_unless_asked(tmp_path, monkeypatch, uninterrupted):
