@@ -1,7 +1,7 @@
 """Numbers the figures' claims are checked on, computed from stacked runs (:func:`eoslab.store.open_runs`).
 
 Every quantity is normalised by the edge: x·η/2, so 1 means "at 2/η". "Second half" is the measurements with
-t ≥ T/2 (T the run's last step), the spec's window for plateau values; "ηt" is the learning rate times the step.
+t ≥ T/2 (T the run's last step), the window of the plateau values; "ηt" is the learning rate times the step.
 Notebooks write these summaries next to the figure (``figures/<profile>/<figure>.json``) and the claim tests read
 them.
 """
@@ -120,10 +120,10 @@ def spread(values: xr.DataArray) -> float:
 def phase_summary(
     runs: xr.Dataset, compare_at: float, phase1: tuple[float, float], phase2: tuple[float, float]
 ) -> dict[str, Any]:
-    """The two phases of progressive sharpening (seed 000 §4) on the ηt axis.
+    """The two phases of progressive sharpening (Andreyev & Beneventano §4) on the ηt axis.
 
     - ``phase1_max_rel_dev``: over ηt in ``phase1``, the largest (max − min)/mean of the raw FullBS λ across all
-      runs (the collapse of seed 000 Fig. 3 is of λ against ηt, whatever η);
+      runs (the collapse of Andreyev & Beneventano's Fig. 3 is of λ against ηt, whatever η);
     - at ηt = ``compare_at`` (phase 2), FullBS and average MiniBS of the SGD runs and their spreads across b;
     - ``phase2_slope``: the slope of FullBS·η/2 against ηt over ``phase2``, per SGD run.
     """
