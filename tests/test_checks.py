@@ -71,7 +71,9 @@ def test_training_mode_batchnorm_and_dropout_are_refused(module, name):
     assert mini.mean > 0
 
 
-@pytest.mark.parametrize(("model_dtype", "data_dtype"), [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+@pytest.mark.parametrize(
+    ("model_dtype", "data_dtype"), [(torch.float64, torch.float32), (torch.float32, torch.float64)]
+)
 def test_dtype_mismatch_names_which_is_which(model_dtype, data_dtype):
     model = mlp(2).to(model_dtype)
     Xd, y = X.to(data_dtype), torch.zeros(32, 2, dtype=model_dtype)

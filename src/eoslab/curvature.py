@@ -89,7 +89,7 @@ def top_eigenvalues(
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
-    """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", Andreyev & Beneventano); with k > 1 the top-k eigenvalues as a tensor.
+    """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", Andreyev & Beneventano); with k > 1 the top-k eigenvalues.
 
     L = (1/n) Σ_i ℓ_i over all of (X, y). Options as for :func:`top_eigenvalues`.
     """
@@ -135,8 +135,8 @@ def minibatch_sharpness(
     """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS.
 
     L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (Andreyev &
-    Beneventano, Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches`` fixes the
-    (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
+    Beneventano, Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches``
+    fixes the (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
     """
     check_inputs(model, X, y, params)
     if batches is None:

@@ -25,7 +25,9 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 def same_shape(name: str, pred: Tensor, target: Tensor) -> None:
     """Raise unless predictions and regression targets have the same shape (no broadcasting)."""
     if pred.shape != target.shape:
-        hint = " (targets of shape (n,) for a one-output model: use y[:, None])" if pred.shape[:-1] == target.shape else ""
+        hint = (
+            " (targets of shape (n,) for a one-output model: use y[:, None])" if pred.shape[:-1] == target.shape else ""
+        )
         raise ValueError(
             f"{name}: predictions have shape {tuple(pred.shape)} but targets {tuple(target.shape)}; expected the "
             f"same shape (n, outputs){hint}"
