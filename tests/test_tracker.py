@@ -1,5 +1,10 @@
 """SharpnessTracker: the engine's measurements in anyone's loop, right (dense Hessians) and cheaper when warm."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import dense_hessian, make_problem
@@ -45,3 +50,11 @@ def test_tracker_refuses_unknown_keys_and_missing_batch_size():
         eoslab.SharpnessTracker(model, loss_fn, X, y, minibatchs=4)
     with pytest.raises(ValueError, match="needs batch_size"):
         eoslab.SharpnessTracker(model, loss_fn, X, y, minibatch=4)
+
+
+def test_tracker_benchmark_runs():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tracker_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True).stdout
+    rows = re.findall(r"^(FullBS\S*)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["FullBS", "FullBS+MiniBS+BS+layers"]
+    assert all(float(r[3]) < float(r[4]) for r in rows)  # warm starts take fewer products than cold ones
