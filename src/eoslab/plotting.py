@@ -71,7 +71,11 @@ def legend_below(fig: Figure, axes: Sequence[Axes], ncols: int = 4) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=ncols, markerscale=3)
+    legend = fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=ncols)
+    for handle in legend.legend_handles:
+        if hasattr(handle, "set_sizes"):  # scatter clouds: a visible dot in the legend
+            handle.set_sizes([25])
+            handle.set_alpha(0.8)
 
 
 def save(fig: Figure, prefix: str | Path, summary: dict[str, Any] | None = None) -> list[Path]:

@@ -133,8 +133,9 @@ def plot(runs: xr.Dataset, summary: dict[str, Any]) -> Figure:
     order = run_order(runs)
     fig, axes = grid(len(order) + 1, ncols=3)
     top = float(normalized(runs, "sharpness").max())
-    if "minibatch_sharpness" in runs:
-        top = max(top, float(normalized(runs, "minibatch_sharpness").max()))
+    if "minibatch_sharpness" in runs:  # the cloud too, but for its outliers
+        cloud = runs["minibatch_sharpness"] * runs["eta"] / 2
+        top = max(top, float(cloud.quantile(0.99, skipna=True)))
     for ax, i in zip(axes, order, strict=False):
         run_panel(ax, runs, i, top)
     plateau_panel(axes[-1], summary["runs"])
