@@ -1,4 +1,4 @@
-"""F1 (seed 000, Figs. 1–2): SGD's FullBS plateaus below 2/η, rising with b; avg MiniBS hovers at 2/η."""
+"""F1 (Andreyev & Beneventano, Figs. 1–2): SGD's FullBS plateaus below 2/η, rising with b; avg MiniBS hovers at 2/η."""
 
 import itertools
 

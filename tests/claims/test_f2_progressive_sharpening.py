@@ -1,4 +1,4 @@
-"""F2 (seed 000 §4, Fig. 3): the two phases of progressive sharpening, on the ηt axis."""
+"""F2 (Andreyev & Beneventano §4, Fig. 3): the two phases of progressive sharpening, on the ηt axis."""
 
 import numpy as np
 import pytest
