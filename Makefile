@@ -9,7 +9,7 @@ CORES ?= all
 export PATH := $(BIN):$(PATH)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: figures test lint unit smoke claims bench clean
+.PHONY: figures test lint unit smoke claims bench lab clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +43,8 @@ claims: $(VENV)/.installed  ## the papers' claims, asserted on the smoke outputs
 bench: $(VENV)/.installed  ## eoslab against PyHessian, hessian-eigenthings, SciPy (~15 min)
 	python benchmarks/sharpness_vs_peers.py
 
-clean:
-	rm -rf data/runs results figures/*.png figures/*.pdf figures/*.json logs .snakemake
+lab: $(VENV)/.installed  ## JupyterLab on the notebooks (run by hand, they write to results/explore/)
+	jupyter lab notebooks/
+
+clean:  ## every output of the DAG: runs, figures/<profile>/, executed notebooks, logs
+	rm -rf data/runs results logs .snakemake $(filter-out figures/README.md,$(wildcard figures/*))

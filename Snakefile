@@ -7,6 +7,7 @@
 # The figures, their notebooks and their runs are listed in config/<profile>.yaml; this file only wires them:
 #   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run)
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
+#   report  figures/<profile>/index.html                 every figure, its paper and claims (eoslab.report)
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
 #
 # Recovery: a killed `eoslab run` resumes from its checkpoint when rerun (partial results never sit at the run
@@ -25,6 +26,7 @@ PROFILE = config.get("profile", "default")
 P = load_profile(PROFILE, workflow.basedir)
 RUNS = {str(path): run for path, run in profile_runs(P).items()}
 FIGURES = P["figures"]
+PYTHON = shlex.quote(sys.executable)  # the interpreter running Snakemake: .venv/bin/snakemake works unactivated
 for broken in set_aside_broken(RUNS):
     print(f"eoslab: {broken} is unreadable, corrupt or unfinished: moved to {broken}.corrupt, it will be remade",
           file=sys.stderr)
@@ -57,6 +59,19 @@ def notebook_params(wc):
 rule all:
     input:
         expand("figures/{profile}/{figure}.{ext}", profile=PROFILE, figure=FIGURES, ext=["pdf", "png", "json"]),
+        f"figures/{PROFILE}/index.html",
+
+
+rule report:
+    input:
+        json=expand("figures/{profile}/{figure}.json", profile=PROFILE, figure=FIGURES),
+        png=expand("figures/{profile}/{figure}.png", profile=PROFILE, figure=FIGURES),
+        notebooks=expand("results/{profile}/notebooks/{figure}.ipynb", profile=PROFILE, figure=FIGURES),
+    output:
+        f"figures/{PROFILE}/index.html",
+    localrule: True
+    shell:
+        "{PYTHON} -m eoslab.report --profile {PROFILE} --out {output} {input.json}"
 
 
 rule run:
@@ -74,7 +89,7 @@ rule run:
     benchmark:
         "logs/benchmarks/runs/{family}/{run}.tsv"
     shell:
-        "eoslab {params.command} --json {params.config} --out {output} --threads {threads} --quiet 2> {log}"
+        "{PYTHON} -m eoslab.cli {params.command} --json {params.config} --out {output} --threads {threads} --quiet 2> {log}"
 
 
 rule figure:
@@ -95,4 +110,4 @@ rule figure:
     log:
         f"logs/figures/{PROFILE}/{{figure}}.log",
     shell:
-        "papermill {input.notebook} {output.notebook} -y {params.notebook} --cwd . -k python3 > {log} 2>&1"
+        "{PYTHON} -m papermill {input.notebook} {output.notebook} -y {params.notebook} --cwd . -k python3 > {log} 2>&1"

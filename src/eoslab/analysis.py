@@ -1,7 +1,7 @@
 """Numbers the figures' claims are checked on, computed from stacked runs (:func:`eoslab.store.open_runs`).
 
 Every quantity is normalised by the edge: x·η/2, so 1 means "at 2/η". "Second half" is the measurements with
-t ≥ T/2 (T the run's last step), the spec's window for plateau values; "ηt" is the learning rate times the step.
+t ≥ T/2 (T the run's last step), the window of the plateau values; "ηt" is the learning rate times the step.
 Notebooks write these summaries next to the figure (``figures/<profile>/<figure>.json``) and the claim tests read
 them.
 """
@@ -41,52 +41,21 @@ def second_half(da: xr.DataArray) -> xr.DataArray:
     return da.where(da.step >= last / 2)
 
 
-def plateau_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
-    """Per run: second-half mean and median of FullBS, average MiniBS and Batch Sharpness (all ·η/2), the most
-    negative z-score (avg MiniBS − FullBS)/SE over all measurements, and the run's rule and batch size. A diverged
-    run gets only its identity, ``diverged: True`` and ``diverged_step``: no plateau numbers."""
-    full = normalized(runs, "sharpness")
-    out = []
-    for i, run in enumerate(runs.run.values):
-        row: dict[str, Any] = {
-            "run": str(run),
-            "rule": str(runs["optimizer.rule"].values[i]) if "optimizer.rule" in runs.coords else None,
-            "batch_size": _batch_size_of(runs, i),
-            "eta": float(runs["eta"].values[i]),
-            "diverged": bool(runs["diverged"].values[i]),
-        }
-        if row["diverged"]:
-            out.append(row | {"diverged_step": int(runs["diverged_step"].values[i])})
-            continue
-        row |= {
-            "fullbs_mean": _mean(second_half(full.isel(run=i))),
-            "fullbs_median": _median(second_half(full.isel(run=i))),
-        }
-        if "minibatch_sharpness" in runs:
-            mini = normalized(runs, "minibatch_sharpness").isel(run=i)
-            se = standard_error(runs, "minibatch_sharpness").isel(run=i)
-            z = ((mini - full.isel(run=i)) / se).where(runs.step > 0)
-            row |= {
-                "avg_minibs_mean": _mean(second_half(mini)),
-                "batch_sharpness_mean": _mean(second_half(normalized(runs, "batch_sharpness").isel(run=i))),
-                "minibs_minus_fullbs_min_z": float(z.min(skipna=True)),
-            }
-        out.append(row)
-    return out
-
-
-def _batch_size_of(runs: xr.Dataset, i: int) -> float | None:
+def batch_size_of(runs: xr.Dataset, i: int) -> float | None:
+    """SGD's batch size of run ``i``, None for full-batch runs."""
     if "optimizer.batch_size" not in runs.coords:
         return None
     value = float(runs["optimizer.batch_size"].values[i])
     return None if np.isnan(value) else value
 
 
-def _mean(da: xr.DataArray) -> float:
+def mean(da: xr.DataArray) -> float:
+    """Mean over the measured (non-NaN) entries."""
     return float(da.mean(skipna=True))
 
 
-def _median(da: xr.DataArray) -> float:
+def median(da: xr.DataArray) -> float:
+    """Median over the measured (non-NaN) entries."""
     return float(da.median(skipna=True))
 
 
@@ -127,44 +96,6 @@ def run_order(runs: xr.Dataset) -> list[int]:
 def spread(values: xr.DataArray) -> float:
     """max − min across runs."""
     return float(values.max() - values.min())
-
-
-def phase_summary(
-    runs: xr.Dataset, compare_at: float, phase1: tuple[float, float], phase2: tuple[float, float]
-) -> dict[str, Any]:
-    """The two phases of progressive sharpening (seed 000 §4) on the ηt axis.
-
-    - ``phase1_max_rel_dev``: over ηt in ``phase1``, the largest (max − min)/mean of the raw FullBS λ across all
-      runs (the collapse of seed 000 Fig. 3 is of λ against ηt, whatever η);
-    - at ηt = ``compare_at`` (phase 2), FullBS and average MiniBS of the SGD runs and their spreads across b;
-    - ``phase2_slope``: the slope of FullBS·η/2 against ηt over ``phase2``, per SGD run.
-
-    Diverged runs are left out.
-    """
-    runs = converged(runs)
-    grid = np.linspace(*phase1, 9)
-    curves = xr.concat([at_time(runs, "sharpness", t, per_edge=False) for t in grid], dim="eta_t")
-    rel_dev = float(((curves.max("run") - curves.min("run")) / curves.mean("run")).max())
-    sgd = [i for i in run_order(runs) if np.isfinite(float(runs["optimizer.batch_size"].values[i]))]
-    base_eta = float(runs["eta"].values[sgd[0]])
-    same_eta = [i for i in sgd if float(runs["eta"].values[i]) == base_eta]
-    sub = runs.isel(run=same_eta)
-    full_at = at_time(sub, "sharpness", compare_at)
-    mini_at = at_time(sub, "minibatch_sharpness", compare_at)
-    slopes = slope(sub, "sharpness", phase2)
-    return {
-        "phase1_window": list(phase1),
-        "phase1_max_rel_dev": rel_dev,
-        "compare_at_eta_t": compare_at,
-        "eta": base_eta,
-        "batch_sizes": [float(b) for b in sub["optimizer.batch_size"].values],
-        "fullbs_at": full_at.values.tolist(),
-        "avg_minibs_at": mini_at.values.tolist(),
-        "fullbs_spread": spread(full_at),
-        "avg_minibs_spread": spread(mini_at),
-        "phase2_window": list(phase2),
-        "phase2_slope": slopes.values.tolist(),
-    }
 
 
 def claim(

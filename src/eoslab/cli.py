@@ -1,35 +1,41 @@
 """Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]`` and ``eoslab config``.
 
-Fits Snakemake and Unix habits: the config comes from a file, ``-`` (standard input) or ``--json``; the result goes
-to ``--out``; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
-run too: divergence is a result, recorded in the file), 2 bad input (config, data files, ``--out`` a folder),
-3 an I/O error (output not writable, full disk, another process writing ``--out`` with ``--no-wait``), 128 + n when
+Fits Snakemake and Unix habits: the config comes from a file, '-' (standard input) or --json; the result goes
+to --out; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
+run too: divergence is a result, recorded in the file), 2 bad input (config, data files, --out a folder),
+3 an I/O error (output not writable, full disk, another process writing --out with --no-wait), 128 + n when
 interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing: the same command resumes.
+torch is imported only once a command runs, so --help and --version are instant.
 """
 
 import argparse
 import json
 import sys
 import warnings
-
-import torch
-
-from eoslab.config import ConfigError, config_hash, load_config
-from eoslab.runfiles import Interrupted, exit_status
+from importlib.metadata import version
 
 
 def _config(args: argparse.Namespace) -> dict:
+    from eoslab.config import ConfigError, load_config
+
     if args.json is not None:
         return load_config(text=args.json, overrides=args.set)
     if args.config == "-":
         return load_config(text=sys.stdin.read(), overrides=args.set)
     if args.config is None:
-        raise ConfigError("give a config file, '-' for standard input, or --json")
+        raise ConfigError("give a config file, '-' for standard input, or --json (--template prints an example)")
     return load_config(args.config, overrides=args.set)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eoslab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="eoslab",
+        description="Train and measure one edge-of-stability run from a config; validate configs.",
+        epilog="examples:\n  eoslab config --template > run.yaml\n"
+        "  eoslab run run.yaml --out run.nc --set optimizer.lr=0.05",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('eoslab')}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [("run", "train and measure one run"), ("config", "print the validated config and hash")]:
         p = sub.add_parser(name, help=help_text)
@@ -48,13 +54,25 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--no-wait", action="store_true", help="fail (exit 3) if another process writes --out, do not wait"
             )
+        else:
+            p.add_argument("--template", action="store_true", help="print a commented config with every default")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
+    from eoslab.config import ConfigError, config_hash
+    from eoslab.runfiles import Interrupted, exit_status
+
     try:
+        if args.command == "config" and args.template:
+            from eoslab.template import template
+
+            print(template(), end="")
+            return 0
         config = _config(args)
         if args.command == "config":
             print(json.dumps({"config_hash": config_hash(config), "config": config}, indent=2, sort_keys=True))
             return 0
+        import torch
+
         from eoslab.engine import run
 
         if args.threads is not None:

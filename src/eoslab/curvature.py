@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from eoslab.checks import check_inputs
 from eoslab.eigen import EigResult, lanczos, start_vector
 from eoslab.losses import LossFn
 from eoslab.operators import HessianOperator, MiniBatchHessians, Params, objective, split_params
@@ -33,6 +34,9 @@ class Estimate:
     def se(self) -> float:
         m = self.values.numel()
         return self.values.std().item() / m**0.5 if m > 1 else float("nan")
+
+    def __repr__(self) -> str:
+        return f"Estimate({self.mean:.6g} ± {self.se:.2g} (se), m={self.values.numel()})"
 
 
 def sample_batches(
@@ -79,12 +83,13 @@ def top_eigenvalues(
 
     ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous measurement's.
     """
+    check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
     return eigs(op, k, tol, max_iter, v0, generator)
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
-    """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", seed 000); with k > 1 the top-k eigenvalues as a tensor.
+    """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", Andreyev & Beneventano); with k > 1 the top-k eigenvalues.
 
     L = (1/n) Σ_i ℓ_i over all of (X, y). Options as for :func:`top_eigenvalues`.
     """
@@ -129,10 +134,11 @@ def minibatch_sharpness(
 ) -> Estimate:
     """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS.
 
-    L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (seed 000,
-    Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches`` fixes the
-    (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
+    L_B = (1/b) Σ_{i∈B} ℓ_i. E_B[λmax(H_B)] ≥ λmax(E_B H_B) = λmax(H) by convexity of λmax (Andreyev &
+    Beneventano, Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches``
+    fixes the (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
     """
+    check_inputs(model, X, y, params)
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
     op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
@@ -159,10 +165,11 @@ def batch_sharpness(
     names: Iterable[str] | None = None,
     generator: torch.Generator | None = None,
 ) -> Estimate:
-    """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (seed 000, published).
+    """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (Andreyev & Beneventano).
 
     The expectation is outside the ratio; one HVP per batch, all batches at once.
     """
+    check_inputs(model, X, y, params)
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
     return Estimate(batch_directional(MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)))
@@ -175,7 +182,9 @@ def directional(op: HessianOperator) -> float:
 
 
 def directional_sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, **options) -> float:
-    """Full-batch directional sharpness ∇Lᵀ H ∇L / ‖∇L‖² (seed 000 eq. 2; seed 002's ‖H‖_{S_n} for GD)."""
+    """Full-batch directional sharpness ∇Lᵀ H ∇L / ‖∇L‖² (Andreyev & Beneventano eq. 2; Lee & Jang's
+    ‖H‖_{S_n} for GD)."""
+    check_inputs(model, X, y, options.get("params"))
     return directional(HessianOperator(model, loss_fn, X, y, **options))
 
 
@@ -230,10 +239,11 @@ def layer_sharpness(
     max_iter: int = 100,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, seed 003, Ch. 3).
+    """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, Ch. 3).
 
     By Cauchy interlacing each is ≤ the full sharpness. Returns module name → value (max(λmax(H_ii), 0)).
     """
+    check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
     masks = layer_masks(op, model)
     values = layer_eigs(op, masks, tol, max_iter, generator=generator).values[:, 0]
@@ -242,7 +252,7 @@ def layer_sharpness(
 
 @dataclass(frozen=True)
 class InteractionSharpness:
-    """Seed 002's quantities for batch size b: tr(H S_b), tr(S_b), tr(S_n) = ‖∇L‖², with S_b = E[g_b g_bᵀ].
+    """Lee & Jang's quantities for batch size b: tr(H S_b), tr(S_b), tr(S_n) = ‖∇L‖², with S_b = E[g_b g_bᵀ].
 
     ``sharpness`` = ‖H‖_{S_b} = tr(H S_b)/tr(S_b) (interaction-aware sharpness) and ``rho`` = ρ_b = tr(S_n)/tr(S_b);
     the IIR bound reads ‖H‖_{S_b} ≤ 2ρ_b/η. ``*_se`` are standard errors (0 for the exact computation); the
@@ -264,6 +274,12 @@ class InteractionSharpness:
     @property
     def rho(self) -> float:
         return self.tr_Sn / self.tr_S
+
+    def __repr__(self) -> str:
+        return (
+            f"InteractionSharpness(‖H‖_S={self.sharpness:.6g} ± {self.sharpness_se:.2g}, ρ={self.rho:.4g} ± "
+            f"{self.rho_se:.2g}, tr(HS)={self.tr_HS:.6g}, tr(S)={self.tr_S:.6g}, tr(S_n)={self.tr_Sn:.6g})"
+        )
 
 
 def gamma(n: int, batch_size: int, replace: bool) -> float:
@@ -337,10 +353,11 @@ def interaction_sharpness(
     chunk_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> InteractionSharpness:
-    """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang, seed 002).
+    """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang).
 
     See :func:`interaction` for the sampled and the exact computation.
     """
+    check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
     return interaction(op, X, y, batch_size, n_batches, exact, replace, generator)
 
@@ -364,11 +381,13 @@ def hessian_trace(
     generator: torch.Generator | None = None,
 ) -> Estimate:
     """tr(∇²L) by Hutchinson (of a layer's block with ``names``)."""
+    check_inputs(model, X, y, params)
     return hutchinson(HessianOperator(model, loss_fn, X, y, params, names, chunk_size), n_probes, generator)
 
 
 def gradient_norms(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, params: Params | None = None) -> dict:
     """‖∇_{θ_i} L‖ for every layer i (module name → value), and "" (the root module's name) → ‖∇L‖."""
+    check_inputs(model, X, y, params)
     theta, frozen = split_params(model, params)
     g = grad(objective(model, loss_fn, frozen))(theta, X, y)
     sq = {k: v.pow(2).sum() for k, v in g.items()}

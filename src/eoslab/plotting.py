@@ -1,7 +1,12 @@
-"""Shared figure style and the plots of the figure notebooks (seaborn on matplotlib, PDF + PNG).
+"""The project's one visual language (seaborn on matplotlib, PDF + PNG + JSON), used by every figure module.
 
-Every panel plots quantities normalised by the edge (x·η/2; the dashed line at 1 is 2/η), so runs with different
-learning rates share one axis.
+- Units: quantities normalised by the edge, x·η/2, so the dashed reference line at 1 is 2/η and runs with
+  different learning rates share one axis (:func:`eoslab.analysis.normalized`).
+- Colours: the Okabe–Ito colour-blind-safe palette; each quantity keeps one colour and one line style
+  (:data:`QUANTITY`), ordered runs get light→dark colours plus markers and dashes (:func:`run_styles`), so every
+  curve stays distinguishable in grey.
+- Layout: a grid of panels (:func:`grid`), one legend below them (:func:`legend_below`), every reference line
+  labelled in it, every axis labelled with its unit, a title on every figure.
 """
 
 import json
@@ -16,15 +21,61 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from eoslab.analysis import converged, normalized
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+"""Okabe & Ito's colour-blind-safe palette (blue, orange, bluish green, vermillion, purple, sky blue, yellow)."""
+
+QUANTITY: dict[str, dict[str, Any]] = {
+    "sharpness": {"color": "#0072B2", "linestyle": "-", "linewidth": 2.0, "label": "FullBS"},
+    "minibatch_sharpness": {"color": "#D55E00", "linestyle": "--", "linewidth": 1.5, "label": "avg MiniBS"},
+    "batch_sharpness": {"color": "#009E73", "linestyle": ":", "linewidth": 1.8, "label": "Batch Sharpness"},
+}
+"""One look per quantity in every figure: colour AND line style, so the curves stay apart in grey."""
+
+CLOUD = {"s": 4, "color": "#E69F00", "alpha": 0.25, "linewidths": 0, "label": "MiniBS (each batch)"}
+"""The per-batch MiniBS scatter."""
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+DASHES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1))]
 
 
 def style() -> None:
-    """The project's look: seaborn's ticks theme, paper context, colour-blind palette."""
-    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.1)
+    """The project's look: seaborn's ticks theme, paper context, the Okabe–Ito palette, no top/right spines."""
+    sns.set_theme(context="paper", style="ticks", palette=OKABE_ITO, font_scale=1.1)
     plt.rcParams.update(
-        {"figure.dpi": 110, "savefig.bbox": "tight", "axes.spines.top": False, "axes.spines.right": False}
+        {
+            "figure.dpi": 110,
+            "savefig.bbox": "tight",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "legend.frameon": False,
+        }
     )
+
+
+def grid(n: int, ncols: int = 3, size: tuple[float, float] = (3.4, 2.8), **kwargs) -> tuple[Figure, np.ndarray]:
+    """A figure with ``n`` panels in rows of ``ncols`` (unused cells removed); returns the figure and a flat array
+    of the ``n`` axes."""
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.8), squeeze=False, layout="constrained", **kwargs
+    )
+    for ax in axes.flat[n:]:
+        ax.remove()
+    return fig, axes.flat[:n]
+
+
+def legend_below(fig: Figure, axes: Sequence[Axes], ncols: int = 4) -> None:
+    """One legend for the whole figure, below the panels (off the data): every labelled artist, once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    legend = fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=ncols)
+    for handle in legend.legend_handles:
+        if hasattr(handle, "set_sizes"):  # scatter clouds: a visible dot in the legend
+            handle.set_sizes([25])
+            handle.set_alpha(0.8)
 
 
 def save(fig: Figure, prefix: str | Path, summary: dict[str, Any] | None = None) -> list[Path]:
@@ -40,9 +91,9 @@ def save(fig: Figure, prefix: str | Path, summary: dict[str, Any] | None = None)
     return paths
 
 
-def edge(ax: Axes, label: str = "2/η") -> None:
-    """The edge of stability, at 1 on the normalised axis."""
-    ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label=label, zorder=0)
+def edge(ax: Axes, label: str = "2/η (edge of stability)", at: float = 1.0, **kwargs) -> None:
+    """The edge of stability as a labelled reference line, at 1 on the normalised axis (``at`` elsewhere)."""
+    ax.axhline(at, color="0.3", linestyle=kwargs.pop("linestyle", (0, (6, 3))), linewidth=1, label=label, zorder=0)
 
 
 def run_label(runs: xr.Dataset, i: int) -> str:
@@ -56,76 +107,22 @@ def run_label(runs: xr.Dataset, i: int) -> str:
     return label
 
 
+def run_styles(n: int) -> list[dict[str, Any]]:
+    """Line styles of ``n`` ordered runs (e.g. by batch size): viridis sampled far apart (light → dark, so the
+    order survives in grey) plus a marker and a dash pattern each, so neighbours differ by more than a shade."""
+    colors = sns.color_palette("viridis_r", n + 1)[1:] if n > 1 else ["#0072B2"]
+    return [
+        {"color": c, "marker": MARKERS[i % len(MARKERS)], "linestyle": DASHES[i % len(DASHES)], "markevery": 0.12}
+        for i, c in enumerate(colors)
+    ]
+
+
 def palette(n: int) -> list:
-    """``n`` sequential colours (small batch light → full batch dark)."""
-    return sns.color_palette("viridis_r", n)
-
-
-def sharpness_panels(runs: xr.Dataset, order: Sequence[int], extra: int = 0) -> tuple[Figure, np.ndarray]:
-    """One panel per run: FullBS, per-batch MiniBS (cloud), average MiniBS and Batch Sharpness against t;
-    plus ``extra`` empty panels on the right. Returns the figure and its axes."""
-    n = len(order) + extra
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, layout="constrained")
-    full = normalized(runs, "sharpness")
-    kept = converged(runs)  # a diverged run does not stretch the shared axis
-    top = float(
-        max(
-            normalized(kept, "sharpness").max(),
-            normalized(kept, "minibatch_sharpness").max() if "minibatch_sharpness" in kept else 0,
-        )
-    )
-    for ax, i in zip(axes[0][: len(order)], order, strict=True):
-        ax.set_ylim(0, 1.25 * top)
-        if "minibatch_sharpness" in runs:
-            cloud = runs["minibatch_sharpness"].isel(run=i) * runs["eta"].values[i] / 2
-            xs = np.repeat(runs.step.values, cloud.sizes["batch_draw"])
-            ax.scatter(xs, cloud.values.ravel(), s=3, color="tab:orange", alpha=0.15, linewidths=0)
-            line(ax, normalized(runs, "minibatch_sharpness").isel(run=i), color="tab:orange", label="avg MiniBS")
-            line(ax, normalized(runs, "batch_sharpness").isel(run=i), color="tab:green", label="Batch Sharpness")
-        line(ax, full.isel(run=i), color="tab:blue", linewidth=2, label="FullBS")
-        edge(ax)
-        ax.set_title(run_label(runs, i))
-        ax.set_xlabel("step t")
-    axes[0, 0].set_ylabel("sharpness · η/2")
-    axes[0, len(order) - 1].legend(loc="lower right", fontsize=8)
-    return fig, axes[0]
+    """The colours of :func:`run_styles`."""
+    return [s["color"] for s in run_styles(n)]
 
 
 def line(ax: Axes, da: xr.DataArray, scale: float = 1.0, **kwargs) -> None:
     """One run's curve against step·``scale``, skipping the steps it did not measure (runs are outer-joined)."""
     da = da.dropna("step")
     ax.plot(da.step.values * scale, da.values, **kwargs)
-
-
-def plateau_vs_batch(ax: Axes, summary: list[dict[str, Any]]) -> None:
-    """Second-half means of FullBS, average MiniBS and Batch Sharpness against the batch size (GD at the right)."""
-    summary = [r for r in summary if not r["diverged"]]
-    sgd = sorted((r for r in summary if r["batch_size"]), key=lambda r: r["batch_size"])
-    gd_at = 2 * max((r["batch_size"] for r in sgd), default=1)
-    rows = sgd + [r for r in summary if not r["batch_size"]]
-    b = [r["batch_size"] or gd_at for r in rows]
-    ax.plot(b, [r["fullbs_mean"] for r in rows], "o-", label="FullBS")
-    if "avg_minibs_mean" in rows[0]:
-        ax.plot(b, [r["avg_minibs_mean"] for r in rows], "s-", label="avg MiniBS")
-        ax.plot(b, [r["batch_sharpness_mean"] for r in rows], "^-", label="Batch Sharpness")
-    edge(ax)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(b, [f"{int(x)}" if x != gd_at else "GD" for x in b])
-    ax.set_xlabel("batch size b")
-    ax.set_ylabel("second-half mean · η/2")
-    ax.legend(fontsize=8)
-
-
-def curves(ax: Axes, runs: xr.Dataset, name: str, x: str, order: Sequence[int], **kwargs) -> None:
-    """Raw ``name`` of the runs ``order`` against ``x`` = "t" (step) or "eta_t" (ηt), one colour per run, with
-    each learning rate's 2/η as a dotted line."""
-    da = normalized(runs, name, per_edge=False)
-    etas = sorted({float(e) for e in runs["eta"].values})
-    styles = dict(zip(etas, ["-", "--", "-.", ":"], strict=False))
-    for color, i in zip(palette(len(order)), order, strict=True):
-        eta = float(runs["eta"].values[i])
-        scale = eta if x == "eta_t" else 1.0
-        line(ax, da.isel(run=i), scale, color=color, linestyle=styles[eta], label=run_label(runs, i), **kwargs)
-    for eta in etas:
-        ax.axhline(2 / eta, color="0.3", linestyle=styles[eta], linewidth=0.8, zorder=0)
-    ax.set_xlabel("ηt" if x == "eta_t" else "step t")

@@ -1,8 +1,10 @@
-"""F1 (seed 000, Figs. 1–2): SGD's FullBS plateaus below 2/η, rising with b; avg MiniBS hovers at 2/η."""
+"""F1 (Andreyev & Beneventano, Figs. 1–2): SGD's FullBS plateaus below 2/η, rising with b; avg MiniBS hovers at 2/η."""
 
 import itertools
 
 import pytest
+
+from eoslab.papers import PAPERS
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +43,14 @@ def test_average_minibs_bounds_fullbs_at_every_measurement(runs):
 def test_average_minibs_hovers_at_the_edge(runs):
     for r in sgd(runs):
         assert abs(r["avg_minibs_mean"] - 1.0) < 0.15, r["run"]
+
+
+def test_json_cites_the_paper_and_its_claims_agree_with_the_numbers(load_summary, runs):
+    summary = load_summary("f1_sharpness_plateaus")
+    assert summary["paper"] == PAPERS["eoss"]
+    claims = {c["claim"]: c for c in summary["claims"]}
+    assert all(c["passed"] for c in claims.values() if c["asserted"])
+    plateaus = [r["fullbs_mean"] for r in sgd(runs)]
+    assert claims["SGD: every FullBS·η/2 plateau below the edge"]["value"] == plateaus
+    batch_sharpness = next(c for c in claims.values() if "Batch Sharpness" in c["claim"])
+    assert not batch_sharpness["asserted"]  # the published version's claim: reported only

@@ -1,7 +1,9 @@
-"""F2 (seed 000 §4, Fig. 3): the two phases of progressive sharpening, on the ηt axis."""
+"""F2 (Andreyev & Beneventano §4, Fig. 3): the two phases of progressive sharpening, on the ηt axis."""
 
 import numpy as np
 import pytest
+
+from eoslab.papers import PAPERS
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +24,11 @@ def test_phase2_sharpening_is_faster_for_larger_batches(summary):
     order = np.argsort(summary["batch_sizes"])
     slopes = np.asarray(summary["phase2_slope"])[order]
     assert np.all(np.diff(slopes) > 0), slopes
+
+
+def test_json_cites_the_paper_and_its_claims_agree_with_the_numbers(summary):
+    assert summary["paper"] == PAPERS["eoss"]
+    assert len(summary["claims"]) == 3 and all(c["passed"] and c["asserted"] for c in summary["claims"])
+    assert summary["claims"][0]["value"] == summary["phase1_max_rel_dev"]
+    ratio = summary["avg_minibs_spread"] / summary["fullbs_spread"]
+    assert summary["claims"][1]["value"] == pytest.approx(ratio)

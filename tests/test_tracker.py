@@ -1,0 +1,60 @@
+"""SharpnessTracker: the engine's measurements in anyone's loop, right (dense Hessians) and cheaper when warm."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import dense_hessian, make_problem
+
+import eoslab
+from eoslab.curvature import layers
+
+
+def test_tracker_matches_dense_and_warm_starts_save_products():
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    tracker = eoslab.SharpnessTracker(model, loss_fn, X, y, minibatch=4, batch_size=8, layers=True, tol=1e-8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for t in range(4):
+        opt.zero_grad()
+        loss_fn(model(X), y).backward()
+        opt.step()
+        m = tracker.measure(step=t)
+        H = dense_hessian(model, loss_fn, X, y)
+        assert m["sharpness"] == pytest.approx(torch.linalg.eigvalsh(H)[-1].item(), rel=1e-7)
+        for layer, names in layers(model).items():
+            block = dense_hessian(model, loss_fn, X, y, names)
+            assert m["layer_sharpness"][layer] == pytest.approx(torch.linalg.eigvalsh(block)[-1].item(), rel=1e-6)
+        assert isinstance(m["minibatch_sharpness"], eoslab.Estimate) and m["minibatch_sharpness"].values.shape == (4,)
+        assert m["minibatch_sharpness"].mean >= m["batch_sharpness"].mean > 0  # λmax(H_B) ≥ any Rayleigh quotient
+    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, tol=1e-8).n_matvecs
+    assert [h["step"] for h in tracker.history] == [0, 1, 2, 3]
+    assert tracker.history[-1]["n_hvp"] < cold  # warm-started from the previous step's eigenvector
+
+
+def test_tracker_takes_explicit_params_and_top_k():
+    model, loss_fn, X, y = make_problem("relu_ce", torch.float64)
+    tracker = eoslab.SharpnessTracker(model, loss_fn, X, y, top_k=2, tol=1e-8)
+    params = {k: 1.1 * p.detach() for k, p in model.named_parameters()}
+    got = tracker(params)["sharpness"]
+    model.load_state_dict(params)
+    want = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y)).flip(0)[:2]
+    assert torch.allclose(got, want, rtol=1e-6)
+
+
+def test_tracker_refuses_unknown_keys_and_missing_batch_size():
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    with pytest.raises(ValueError, match="minibatchs"):
+        eoslab.SharpnessTracker(model, loss_fn, X, y, minibatchs=4)
+    with pytest.raises(ValueError, match="needs batch_size"):
+        eoslab.SharpnessTracker(model, loss_fn, X, y, minibatch=4)
+
+
+def test_tracker_benchmark_runs():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tracker_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, check=True).stdout
+    rows = re.findall(r"^(FullBS\S*)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["FullBS", "FullBS+MiniBS+BS+layers"]
+    assert all(float(r[3]) < float(r[4]) for r in rows)  # warm starts take fewer products than cold ones
