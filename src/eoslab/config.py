@@ -20,7 +20,7 @@ from eoslab.data import DATASETS
 from eoslab.losses import LOSSES
 from eoslab.models import MODELS, PRESETS
 
-RULES = ("gd", "sgd", "ngd", "sqrt_gd")
+RULES = ("gd", "sgd", "ngd", "sqrt_gd", "armijo")
 SAMPLING = ("subset", "iid", "reshuffle")
 SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
 
@@ -80,6 +80,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "interaction_exact": {"type": "boolean", "default": False},
                 "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
                 "grad_norms": {"type": "boolean", "default": False},
+                "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
                 "test": {"type": "boolean", "default": True},
             }
         ),
@@ -154,6 +155,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     if opt["rule"] != "sgd" and opt["batch_size"] is not None:
         raise ConfigError(f"optimizer.batch_size: only 'sgd' samples mini-batches, not {opt['rule']!r}")
     m = out["measure"]
+    if m["preconditioned"] and opt["schedule"] not in ("constant", "layerwise"):
+        raise ConfigError(f"measure.preconditioned: needs schedule 'constant' or 'layerwise', not {opt['schedule']!r}")
     needs_b = m["minibatch"] or m["interaction"] or m["interaction_exact"]
     if needs_b and m["batch_size"] is None and opt["batch_size"] is None:
         raise ConfigError("measure.batch_size: required for mini-batch measurements when training is full-batch")
