@@ -172,6 +172,8 @@ def summary(ds: Mapping[str, xr.Dataset], profile: str, tol: float) -> dict[str,
     for family, key in (("layerwise_width", "model.width"), ("layerwise_depth", "model.depth")):
         if family in ds:
             out[family] = sweep_summary(ds[family], key)
+    if "step_schemes_cifar10" in ds:
+        out["step_schemes_cifar10"] = scheme_summary(ds["step_schemes_cifar10"])
     return out
 
 
