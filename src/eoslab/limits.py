@@ -140,10 +140,12 @@ def run_trials(
     active = torch.arange(len(etas))
     outcome = torch.full((len(etas),), -1)
     first = torch.full((int(group.max()) + 1,), len(etas)) if group is not None else None
+    device = problem.X.device  # bookkeeping (active, outcome, idx) stays on the CPU
     for j in range(T):
-        Xb, Yb = (problem.X, problem.Y) if idx is None else (problem.X[idx[active, j]], problem.Y[idx[active, j]])
+        rows = None if idx is None else idx[active, j].to(device)
+        Xb, Yb = (problem.X, problem.Y) if rows is None else (problem.X[rows], problem.Y[rows])
         grads, loss = step_fn(params, Xb, Yb)
-        bad = ~torch.isfinite(loss)
+        bad = ~torch.isfinite(loss).cpu()
         if bad.any():
             outcome[active[bad]] = j + 1
             keep = ~bad
@@ -151,9 +153,10 @@ def run_trials(
                 first.scatter_reduce_(0, group[active[bad]], active[bad], "amin")
                 keep &= active < first[group[active]]
             outcome[active[~keep & ~bad]] = -2
-            active, lr = active[keep], lr[keep]
-            params = {k: v[keep] for k, v in params.items()}
-            grads = {k: v[keep] for k, v in grads.items()}
+            active, on_device = active[keep], keep.to(device)
+            lr = lr[on_device]
+            params = {k: v[on_device] for k, v in params.items()}
+            grads = {k: v[on_device] for k, v in grads.items()}
             if len(active) == 0:
                 break
         params = {k: v - lr.view(-1, *[1] * (v.dim() - 1)) * grads[k] for k, v in params.items()}
