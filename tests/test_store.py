@@ -43,6 +43,7 @@ EVERYTHING = base(
         "grad_norms": True,
         "interaction": 4,
         "trace": 3,
+        "preconditioned": True,
     },
 )
 

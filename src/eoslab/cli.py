@@ -1,4 +1,4 @@
-"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]`` and ``eoslab config``.
+"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]``, ``eoslab limit`` and ``eoslab config``.
 
 Fits Snakemake and Unix habits: the config comes from a file, '-' (standard input) or --json; the result goes
 to --out; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
@@ -17,14 +17,16 @@ from importlib.metadata import version
 
 def _config(args: argparse.Namespace) -> dict:
     from eoslab.config import ConfigError, load_config
+    from eoslab.pipeline import COMMANDS
 
+    validator = COMMANDS["limit" if args.command == "limit" else "run"]
     if args.json is not None:
-        return load_config(text=args.json, overrides=args.set)
+        return load_config(text=args.json, overrides=args.set, validator=validator)
     if args.config == "-":
-        return load_config(text=sys.stdin.read(), overrides=args.set)
+        return load_config(text=sys.stdin.read(), overrides=args.set, validator=validator)
     if args.config is None:
         raise ConfigError("give a config file, '-' for standard input, or --json (--template prints an example)")
-    return load_config(args.config, overrides=args.set)
+    return load_config(args.config, overrides=args.set, validator=validator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,14 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('eoslab')}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [("run", "train and measure one run"), ("config", "print the validated config and hash")]:
+    commands = [
+        ("run", "train and measure one run"),
+        ("limit", "divergence search: the largest constant step size (Algorithm 2 of Fox 2023)"),
+        ("config", "print the validated config and hash"),
+    ]
+    for name, help_text in commands:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", nargs="?", help="YAML/JSON run config, or - for standard input")
         p.add_argument("--json", help="the config as a JSON/YAML string instead of a file")
         p.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optimizer.lr=0.1"
         )
-        if name == "run":
+        if name in ("run", "limit"):
             p.add_argument("--out", required=True, help="NetCDF file to write (atomically)")
             p.add_argument("--threads", type=int, help="torch threads (Snakemake passes {threads})")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         import torch
 
-        from eoslab.engine import run
-
         if args.threads is not None:
             if args.threads < 1:
                 raise ConfigError(f"--threads: {args.threads} is not a positive number of threads")
             torch.set_num_threads(args.threads)
+        if args.command == "limit":
+            from eoslab.limits import limit
+
+            ds = limit(config, args.out)
+            print(f"{args.out}: max_lr {ds.attrs['max_lr']:.5g} ({ds.attrs['n_trials']} trials)", file=sys.stderr)
+            return 0
+        from eoslab.engine import run
+
         ds = run(config, args.out, quiet=args.quiet, resume_any_code=args.resume_any_code, wait=not args.no_wait)
     except (ConfigError, Interrupted, OSError) as error:
         what = "interrupted" if isinstance(error, Interrupted) else "error"

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from eoslab.data import DATASETS
 from eoslab.losses import LOSSES
 from eoslab.models import MODELS, PRESETS
 
-RULES = ("gd", "sgd", "ngd", "sqrt_gd")
+RULES = ("gd", "sgd", "ngd", "sqrt_gd", "armijo")
 SAMPLING = ("subset", "iid", "reshuffle")
 SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
 
@@ -83,6 +83,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "interaction_exact": {"type": "boolean", "default": False},
                 "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
                 "grad_norms": {"type": "boolean", "default": False},
+                "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
                 "test": {"type": "boolean", "default": True},
             }
         ),
@@ -193,6 +194,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     if opt["rule"] != "sgd" and opt["batch_size"] is not None:
         raise ConfigError(f"optimizer.batch_size: only 'sgd' samples mini-batches, not {opt['rule']!r}")
     m = out["measure"]
+    if m["preconditioned"] and opt["schedule"] not in ("constant", "layerwise"):
+        raise ConfigError(f"measure.preconditioned: needs schedule 'constant' or 'layerwise', not {opt['schedule']!r}")
     needs_b = m["minibatch"] or m["interaction"] or m["interaction_exact"]
     if needs_b and m["batch_size"] is None and opt["batch_size"] is None:
         raise ConfigError("measure.batch_size: required for mini-batch measurements when training is full-batch")
@@ -241,8 +244,14 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), text: str | None = None) -> dict[str, Any]:
-    """Read a YAML/JSON config (file ``path`` or string ``text``), apply ``key=value`` overrides, validate.
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    text: str | None = None,
+    validator: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Read a YAML/JSON config (file ``path`` or string ``text``), apply ``key=value`` overrides, validate
+    (with ``validator``, default :func:`validate`: a run config).
 
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
@@ -260,7 +269,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), text:
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         set_key(config, key.strip(), _parse(value, f"override {item!r}"))
-    return validate(config)
+    return (validator or validate)(config)
 
 
 def _parse(text: str, where: str) -> Any:

@@ -35,7 +35,7 @@ from eoslab.losses import LossFn, get_loss
 from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
 from eoslab.operators import HessianOperator, Params, objective
-from eoslab.optim import apply_step, grad_norm, rule_scale, step_sizes
+from eoslab.optim import apply_step, armijo_scale, grad_norm, rule_scale, step_sizes
 from eoslab.runfiles import (
     Interrupted,
     RunFiles,
@@ -325,7 +325,10 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
         sizes = step_sizes(
             opt["schedule"], opt["lr"], layer_params, initial_sharpness=state.initial_sharpness, **current
         )
-        scale = rule_scale(opt["rule"], gnorm, loss, opt["loss_offset"], opt["eps"])
+        if opt["rule"] == "armijo":  # Armijo line search on the batch stepped on (eoslab.optim.armijo_step)
+            scale = armijo_scale(f, Xb, Yb, state.params, grads, loss, opt["lr"], state.warm)
+        else:
+            scale = rule_scale(opt["rule"], gnorm, loss, opt["loss_offset"], opt["eps"])
         state.params = apply_step(state.params, grads, sizes, scale)
         lr_eff = [sizes[names[0]] * scale for names in layer_params.values()]
         _record(state.per_iteration, {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff})

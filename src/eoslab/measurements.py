@@ -23,10 +23,13 @@ from eoslab.curvature import (
     interaction,
     layer_eigs,
     layer_masks,
+    layers,
     minibatch_eigs,
     sample_batches,
 )
+from eoslab.eigen import EigResult, lanczos, start_vector
 from eoslab.operators import HessianOperator, MiniBatchHessians, Params
+from eoslab.optim import step_sizes
 
 
 @dataclass
@@ -78,6 +81,13 @@ class Context:
     def masks(self) -> dict[str, Tensor]:
         return layer_masks(self.op, self.problem.model)
 
+    @cached_property
+    def layer_eigs(self) -> EigResult:
+        """λmax of every layer's Hessian block (one batched Lanczos, warm-started), shared by the rows."""
+        res = layer_eigs(self.op, self.masks, v0=self.warm.get("layers"), **self.solver)
+        self.warm["layers"] = res.vectors[:, 0]
+        return res
+
 
 def full_sharpness(ctx: Context) -> dict[str, Any]:
     """FullBS: the top-k eigenvalues of the full-batch Hessian, warm-started from the last eigenvectors."""
@@ -93,9 +103,25 @@ def directional_sharpness(ctx: Context) -> dict[str, Any]:
 
 def layer_sharpness(ctx: Context) -> dict[str, Any]:
     """λmax of every layer's Hessian block, all layers in one batched Lanczos."""
-    res = layer_eigs(ctx.op, ctx.masks, v0=ctx.warm.get("layers"), **ctx.solver)
-    ctx.warm["layers"] = res.vectors[:, 0]
-    return {"layer_sharpness": res.values[:, 0]}
+    return {"layer_sharpness": ctx.layer_eigs.values[:, 0]}
+
+
+def preconditioned_sharpness(ctx: Context) -> dict[str, Any]:
+    """λmax(P^½ H P^½), P = diag of the per-parameter step sizes the schedule takes at θ_t (``layerwise``:
+    η_k = lr/λ_{i,t} for the parameters k of layer i, with the λ_{i,t} of this measurement; ``constant``: lr·I).
+
+    A step θ − PH(θ − θ*) on a quadratic is stable iff this is below 2. For Fox's layer-wise 1/λ_{i,t} it lies in
+    [1, L] for L layers (H PSD), for 1/(2λ_{i,t}) in [½, L/2]."""
+    opt = ctx.config["optimizer"]
+    current = {}
+    if opt["schedule"] == "layerwise":
+        current["layer_sharpness"] = dict(zip(ctx.masks, ctx.layer_eigs.values[:, 0].tolist(), strict=True))
+    sizes = step_sizes(opt["schedule"], opt["lr"], layers(ctx.problem.model), **current)
+    d = ctx.op.space.flatten({k: v.new_full(v.shape, sizes[k]) for k, v in ctx.op.theta.items()}).sqrt()
+    v0 = start_vector((d * ctx.op.gradient)[None], ctx.warm.get("preconditioned"), ctx.gen)
+    res = lanczos(lambda V: d * ctx.op.matvec(d * V), v0, 1, ctx.m["tol"], ctx.m["max_iter"], ctx.gen)
+    ctx.warm["preconditioned"] = res.vectors[:, 0]
+    return {"preconditioned_sharpness": res.values[0, 0]}
 
 
 def grad_norms(ctx: Context) -> dict[str, Any]:
@@ -147,6 +173,7 @@ MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("interaction", lambda m: bool(m["interaction"] or m["interaction_exact"]), interaction_sharpness),
     ("trace", lambda m: bool(m["trace"]), hessian_trace),
     ("minibatch", lambda m: bool(m["minibatch"]), minibatch),
+    ("preconditioned", lambda m: m["preconditioned"], preconditioned_sharpness),
 ]
 """(measure key, wanted(measure section), take(ctx)), run in this order."""
 

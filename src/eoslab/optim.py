@@ -6,6 +6,9 @@ One step is θ_k ← θ_k − η_k · s · g_k for every parameter tensor k, whe
 - ``gd``/``sgd``: s = 1.
 - ``ngd`` (normalized GD, Arora et al., seed 004): s = 1/‖g‖, so the effective step is η/‖∇L‖.
 - ``sqrt_gd`` (GD on √(L − L*), seed 004): ∇√(L − L*) = ∇L / (2√(L − L*)), so s = 1/(2√(L − L* + ε)).
+- ``armijo`` ("LS" in Fox's thesis: the stochastic Armijo line search of Vaswani et al. 2019, "Painless
+  Stochastic Gradient", reset option 1, on the batch stepped on, here the full batch): s = η_t/lr with η_t from
+  :func:`armijo_step` (constants :data:`ARMIJO`); ``lr`` is the initial step size η_{−1}.
 
 Step-size schedules (Fox, seed 003 §3.3), with ``lr`` the numerator: ``constant`` η = lr; ``inv_initial_sharpness``
 η = lr/λ_0; ``inv_sharpness`` η_t = lr/λ_t; ``layerwise`` η_{i,t} = lr/λ_{i,t} for layer i. The thesis's scaled
@@ -13,6 +16,8 @@ layer-wise step 1/(c·λ_{i,t}) is ``layerwise`` with lr = 1/c.
 """
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 
@@ -28,6 +33,46 @@ def rule_scale(rule: str, grad_norm: float, loss: float, loss_offset: float = 0.
     if rule == "sqrt_gd":
         return 1.0 / (2.0 * math.sqrt(max(loss - loss_offset, 0.0) + eps))
     raise ValueError(f"unknown update rule {rule!r}")
+
+
+ARMIJO = {"c": 0.1, "beta": 0.9, "gamma": 2.0, "eta_max": 10.0, "max_backtracks": 100}
+"""Vaswani et al.'s defaults (their ``Sls``): Armijo constant c, backtracking factor β, reset growth γ, cap η_max."""
+
+
+def armijo_step(
+    loss_at: Callable[[Params], float], params: Params, grads: Params, loss: float, previous: float
+) -> float:
+    """One Armijo line search: start at η = min(γ·η_prev, η_max) (reset option 1 with one batch per epoch) and
+    shrink η ← β·η until L_B(θ − η g) ≤ L_B(θ) − c·η‖g‖² (at most ``max_backtracks`` times, then the last η).
+
+    On L = ½aθ² the condition reads (1 − ηa)² ≤ 1 − 2cηa, i.e. η ≤ 2(1 − c)/a: the accepted step is the first
+    γη_prev·βʲ below it."""
+    c, beta = ARMIJO["c"], ARMIJO["beta"]
+    g2 = float(grad_norm(grads)) ** 2
+    eta = min(ARMIJO["gamma"] * previous, ARMIJO["eta_max"])
+    for _ in range(ARMIJO["max_backtracks"]):
+        trial = loss_at(apply_step(params, grads, dict.fromkeys(params, eta), 1.0))
+        if trial <= loss - c * eta * g2:
+            break
+        eta *= beta
+    return eta
+
+
+def armijo_scale(
+    f: Callable[[Params, Tensor, Tensor], Tensor],
+    X: Tensor,
+    Y: Tensor,
+    params: Params,
+    grads: Params,
+    loss: float,
+    lr: float,
+    memory: dict[str, Any],
+) -> float:
+    """The ``armijo`` rule's s = η_t/lr for the loss f(θ; X, Y) of the batch stepped on; ``memory["armijo"]``
+    carries η_{t−1} between steps (lr before the first)."""
+    eta = armijo_step(lambda p: float(f(p, X, Y)), params, grads, loss, float(memory.get("armijo", lr)))
+    memory["armijo"] = eta
+    return eta / lr
 
 
 def step_sizes(

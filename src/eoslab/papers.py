@@ -25,5 +25,9 @@ PAPERS: dict[str, str] = {
         "X. Zhu, Z. Wang, X. Wang, M. Zhou & R. Ge, “Understanding Edge-of-Stability Training Dynamics with a "
         "Minimalist Example”, ICLR 2023, arXiv:2210.03294"
     ),
+    "vaswani": (
+        "S. Vaswani, A. Mishkin, I. Laradji, M. Schmidt, G. Gidel & S. Lacoste-Julien, “Painless Stochastic "
+        "Gradient: Interpolation, Line-Search, and Convergence Rates”, NeurIPS 2019, arXiv:1905.09997"
+    ),
 }
 """Short key → citation (authors, title, venue/year, arXiv id where the paper has one)."""

@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from eoslab.config import ConfigError, check, digest, set_key, validate
+from eoslab.limits import validate_limit
 from eoslab.store import is_intact, open_run
 
-COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate}
+COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate, "limit": validate_limit}
 """A family's ``command`` (the ``eoslab`` subcommand that makes each of its files) → the validator of its configs."""
 
 

@@ -55,6 +55,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "batch_loss": (("iteration",), "loss of the batch stepped on", "1"),
     "step_grad_norm": (("iteration",), "‖g‖ of the gradient stepped on", "1"),
     "lr_eff": (("iteration", "layer"), "effective step size η_k·s of the layer's parameters", "1"),
+    "preconditioned_sharpness": (("step",), "λmax(P^½ H P^½), P = diag of the schedule's step sizes", "1"),
 }
 
 

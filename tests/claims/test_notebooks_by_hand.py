@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "notebook, figure",
-    [("01_sharpness_plateaus", "f1_sharpness_plateaus"), ("02_progressive_sharpening", "f2_progressive_sharpening")],
+    [
+        ("01_sharpness_plateaus", "f1_sharpness_plateaus"),
+        ("02_progressive_sharpening", "f2_progressive_sharpening"),
+        ("05_layerwise_eos", "f5_layerwise_eos"),
+        ("06_divergence_limits", "f6_divergence_limits"),
+    ],
 )
 def test_notebook_runs_by_hand(tmp_path, load_summary, notebook, figure):
     out = tmp_path / figure

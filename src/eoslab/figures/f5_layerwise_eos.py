@@ -1,0 +1,251 @@
+"""F5 — layer-wise edge of stability (Fox 2023, Ch. 3): full and per-layer sharpness, per-layer gradient norms, and
+the step-size schemes of §3.3 with the preconditioned sharpness that explains them.
+
+Layer sharpness λ_i = λmax of the Hessian block of (W_i, b_i), the other layers fixed; by Cauchy interlacing
+λ_i ≤ λ. A step θ ← θ − P∇L with P = diag of per-parameter step sizes is stable on a quadratic iff
+λmax(P^½ H P^½) < 2: with Fox's layer-wise 1/λ_{i,t} every diagonal block of P^½HP^½ has λmax 1, so the whole is
+in [1, L] for L layers (H PSD); with 1/(2λ_{i,t}) in [½, L/2].
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+import xarray as xr
+from matplotlib.figure import Figure
+
+from eoslab.analysis import claim, normalized, second_half
+from eoslab.papers import PAPERS
+from eoslab.plotting import edge, line
+
+ONSET = 0.95  # the edge is reached when λ·η/2 ≥ 0.95
+EDGE_BAND = (0.95, 1.2)  # median λ·η/2 after the onset (tanh, relu)
+SCHEMES = ("constant", "inv_initial", "inv_sharpness", "layerwise", "layerwise_c2", "ls")
+LABELS = {
+    "constant": "η = 2/25",
+    "inv_initial": "1/λ₀",
+    "inv_sharpness": "1/λ_t",
+    "layerwise": "1/λ_(i,t)",
+    "layerwise_c2": "1/(2λ_(i,t))",
+    "ls": "LS (Armijo)",
+}
+
+
+def _name(runs: xr.Dataset, i: int) -> str:
+    """The run's name in its family (the file stem without the config hash)."""
+    return str(runs.run.values[i]).rsplit("-", 1)[0]
+
+
+def _first(da: xr.DataArray, mask: xr.DataArray) -> int | None:
+    steps = da.step.values[mask.values]
+    return int(steps[0]) if len(steps) else None
+
+
+def activation_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
+    """Per run: the onset step (first λ·η/2 ≥ 0.95), the median λ·η/2 after it, the final value, second-half
+    medians of every layer's λ_i, the largest interlacing excess max_t,i (λ_i − λ)/λ, and each layer's largest
+    gradient norm after the onset over its minimum before (the jump)."""
+    full = normalized(runs, "sharpness")
+    out = []
+    for i in range(runs.sizes["run"]):
+        s = full.isel(run=i).dropna("step")
+        onset = _first(s, s >= ONSET)
+        lam = runs["sharpness"].isel(run=i).sel(eig=1).dropna("step")
+        layers = runs["layer_sharpness"].isel(run=i).dropna("step", how="all")
+        row: dict[str, Any] = {
+            "run": _name(runs, i),
+            "activation": str(runs["model.activation"].values[i]),
+            "eta": float(runs["eta"].values[i]),
+            "onset_step": onset,
+            "median_after_onset": float(s.where(s.step >= onset).median()) if onset is not None else None,
+            "second_half_median": float(second_half(s).median()),
+            "final": float(s[-1]),
+            "final_loss": float(runs["train_loss"].isel(run=i).dropna("step")[-1]),
+            "layer_second_half_median": second_half(layers).median("step").values.tolist(),
+            "full_second_half_median": float(second_half(lam).median()),
+            "interlacing_excess": float(((layers - lam) / lam).max()),
+        }
+        row["output_over_input"] = row["layer_second_half_median"][-1] / row["layer_second_half_median"][0]
+        if "layer_grad_norm" in runs and onset is not None and onset > 0:
+            g = runs["layer_grad_norm"].isel(run=i).dropna("step", how="all")
+            row["grad_norm_jump"] = (
+                g.where(g.step >= onset).max("step") / g.where(g.step < onset).min("step")
+            ).values.tolist()
+        out.append(row)
+    return out
+
+
+def scheme_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
+    """Per scheme run: the loss at the last step, and for the measured ones the preconditioned sharpness
+    λmax(P^½HP^½): its maximum, its maximum after t = 0, and the first step where it exceeds 2."""
+    out = []
+    for i in range(runs.sizes["run"]):
+        activation, scheme = _name(runs, i).split("-", 1)
+        loss = runs["train_loss"].isel(run=i).dropna("step")
+        row: dict[str, Any] = {
+            "run": _name(runs, i),
+            "activation": activation,
+            "scheme": scheme,
+            "diverged": bool(runs["diverged"].values[i]),
+            "last_step": int(loss.step[-1]),
+            "final_loss": float(loss[-1]),
+        }
+        if "preconditioned_sharpness" in runs:
+            p = runs["preconditioned_sharpness"].isel(run=i).dropna("step")
+            if p.size:
+                row |= {
+                    "preconditioned_max": float(p.max()),
+                    "preconditioned_max_after_0": float(p.where(p.step > 0).max()),
+                    "preconditioned_at_0": float(p.sel(step=0)),
+                    "preconditioned_first_above_2": _first(p, p > 2),
+                    "preconditioned_fraction_above_2": float((p > 2).mean()),
+                }
+        out.append(row)
+    return out
+
+
+def sweep_summary(runs: xr.Dataset, key: str) -> list[dict[str, Any]]:
+    """Width or depth sweep: second-half medians of λ·η/2 and of every layer's λ_i·η/2."""
+    rows = activation_summary(runs)
+    for row, i in zip(rows, range(runs.sizes["run"]), strict=True):
+        row["x"] = float(runs[key].values[i]) if key in runs.coords else None
+    return rows
+
+
+def _by(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    (row,) = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    return row
+
+
+def summary(ds: Mapping[str, xr.Dataset], profile: str, tol: float) -> dict[str, Any]:
+    """The figure's JSON: per-activation and per-scheme numbers, and the claims (``tol``: the solver tolerance)."""
+    acts = activation_summary(ds["layerwise_eos"])
+    schemes = scheme_summary(ds["step_schemes"])
+    excess = max(r["interlacing_excess"] for r in acts)
+    claims = [claim("every layer's sharpness ≤ the full sharpness: max (λ_i − λ)/λ ≤ 2·tol", excess, (None, 2 * tol))]
+    for act in ("tanh", "relu"):
+        r = _by(acts, activation=act)
+        text = f"{act} reaches the edge: median λ·η/2 after the onset"
+        claims.append(claim(text, r["median_after_onset"], EDGE_BAND))
+    lin = _by(acts, activation="linear")
+    claims.append(
+        claim(
+            "linear converges below the edge: final λ·η/2 < 0.95, never reaching it",
+            lin["final"],
+            (None, ONSET),
+            passed=lin["onset_step"] is None and lin["final"] < ONSET,
+        )
+    )
+    tanh = _by(acts, activation="tanh")
+    claims.append(claim("tanh: output layer's λ_3 < 0.1 × input layer's λ_1", tanh["output_over_input"], (None, 0.1)))
+    for act in sorted({r["activation"] for r in schemes}, key=("sigmoid", "tanh").index):
+        asserted = act == "sigmoid"  # the thesis's appendix activation for the schemes; tanh's are reported
+        lam0 = _by(schemes, activation=act, scheme="inv_initial")
+        lamt = _by(schemes, activation=act, scheme="inv_sharpness")
+        claims.append(
+            claim(
+                f"{act}: 1/λ_t ends at a higher loss than 1/λ_0 (step {lamt['last_step']}): [1/λ_t, 1/λ_0]",
+                [lamt["final_loss"], lam0["final_loss"]],
+                passed=lamt["final_loss"] > lam0["final_loss"],
+                asserted=asserted,
+            )
+        )
+        c2 = _by(schemes, activation=act, scheme="layerwise_c2")
+        text = f"{act}: 1/(2λ_(i,t)) keeps λmax(P^½HP^½) < 2 at every measurement"
+        claims.append(claim(text, c2["preconditioned_max"], (None, 2.0), asserted=asserted))
+        c1 = _by(schemes, activation=act, scheme="layerwise")
+        text = (
+            f"{act}: 1/λ_(i,t) oversteps, λmax(P^½HP^½) > 2 (reported: first at step "
+            f"{c1['preconditioned_first_above_2']}, at {c1['preconditioned_fraction_above_2']:.0%} of measurements)"
+        )
+        claims.append(claim(text, c1["preconditioned_max"], (2.0, None), asserted=False))
+    out = {
+        "figure": "f5_layerwise_eos",
+        "profile": profile,
+        "paper": [PAPERS["fox"], PAPERS["vaswani"]],
+        "solver_tol": tol,
+        "activations": acts,
+        "schemes": schemes,
+        "claims": claims,
+    }
+    for family, key in (("layerwise_width", "model.width"), ("layerwise_depth", "model.depth")):
+        if family in ds:
+            out[family] = sweep_summary(ds[family], key)
+    if "step_schemes_cifar10" in ds:
+        out["step_schemes_cifar10"] = scheme_summary(ds["step_schemes_cifar10"])
+    return out
+
+
+def plot(ds: Mapping[str, xr.Dataset]) -> Figure:
+    """Rows: full and layer sharpness ·η/2 per activation; layer gradient norms; the schemes' losses and
+    preconditioned sharpness (tanh, sigmoid); the width/depth sweeps where the profile has them."""
+    acts = ds["layerwise_eos"]
+    sweeps = [f for f in ("layerwise_width", "layerwise_depth") if f in ds]
+    nrows = 3 + bool(sweeps)
+    fig, axes = plt.subplots(nrows, 4, figsize=(14, 3.0 * nrows), layout="constrained", squeeze=False)
+    layer_colors = sns.color_palette("colorblind", 10)
+    order = sorted(range(acts.sizes["run"]), key=lambda i: ["linear", "relu", "tanh", "sigmoid"].index(
+        str(acts["model.activation"].values[i])))  # fmt: skip
+    for col, i in enumerate(order):
+        run = acts.isel(run=i)
+        eta = float(run["eta"])
+        ax = axes[0, col]
+        line(ax, run["sharpness"].sel(eig=1) * eta / 2, color="k", lw=2, label="full λ")
+        for j, layer in enumerate(run.layer.values):
+            line(ax, run["layer_sharpness"].sel(layer=layer) * eta / 2, color=layer_colors[j], label=f"layer {j + 1}")
+        edge(ax)
+        ax.set_title(f"{run['model.activation'].item()}, η = {eta:g}")
+        ax.set_xlabel("step t")
+        ax.set_ylabel("sharpness · η/2")
+        ax = axes[1, col]
+        for j, layer in enumerate(run.layer.values):
+            line(ax, run["layer_grad_norm"].sel(layer=layer), color=layer_colors[j], label=f"layer {j + 1}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step t")
+        ax.set_ylabel("‖∇_(W_i,b_i) L‖")
+    axes[0, 0].legend(fontsize=7, loc="center right")
+    axes[1, 0].legend(fontsize=7)
+    sch = ds["step_schemes"]
+    names = [_name(sch, i) for i in range(sch.sizes["run"])]
+    colors = dict(zip(SCHEMES, sns.color_palette("colorblind", len(SCHEMES)), strict=True))
+    styles = dict(zip(SCHEMES, ["-", "--", "-.", ":", "-", "--"], strict=True))
+    for col, act in enumerate(sorted({n.split("-", 1)[0] for n in names}, key=("tanh", "sigmoid").index)):
+        ax_loss, ax_pre = axes[2, 2 * col], axes[2, 2 * col + 1]
+        for i, name in enumerate(names):
+            a, scheme = name.split("-", 1)
+            if a != act:
+                continue
+            style = {"color": colors[scheme], "linestyle": styles[scheme], "label": LABELS[scheme]}
+            line(ax_loss, sch["train_loss"].isel(run=i), **style)
+            if "preconditioned_sharpness" in sch and sch["preconditioned_sharpness"].isel(run=i).notnull().any():
+                line(ax_pre, sch["preconditioned_sharpness"].isel(run=i), **style)
+        ax_loss.set_yscale("log")
+        ax_loss.set_title(f"Step-size schemes, {act}")
+        ax_loss.set_xlabel("step t")
+        ax_loss.set_ylabel("training loss")
+        ax_pre.axhline(2.0, color="0.3", ls="--", lw=1, label="stability limit 2")
+        ax_pre.set_title(f"λmax(P^½HP^½), {act}")
+        ax_pre.set_xlabel("step t")
+        ax_pre.set_ylabel("preconditioned sharpness")
+        ax_loss.legend(fontsize=7)
+        ax_pre.legend(fontsize=7)
+    for col, family in enumerate(sweeps):
+        sw = ds[family]
+        key = "model.width" if family == "layerwise_width" else "model.depth"
+        for c, act in enumerate(("tanh", "relu")):
+            ax = axes[3, 2 * col + c]
+            rows = [r for r in sweep_summary(sw, key) if r["activation"] == act]
+            for eta in sorted({r["eta"] for r in rows}):
+                layers = [(r["x"] + (key == "model.depth"), r["second_half_median"]) for r in rows if r["eta"] == eta]
+                pts = sorted(layers)
+                ax.plot(*zip(*pts, strict=True), "o-", label=f"full λ·η/2, η = {eta:g}")
+            edge(ax)
+            ax.set_xlabel("width (units)" if key == "model.width" else "Linear layers")
+            ax.set_ylabel("second-half median λ·η/2")
+            ax.set_title(f"{act}: {'width' if key == 'model.width' else 'depth'} sweep")
+            ax.legend(fontsize=7)
+    for ax in [a for row in axes for a in row if not a.has_data()]:
+        ax.set_visible(False)
+    fig.suptitle("Layer-wise edge of stability (Fox 2023, Ch. 3): synthetic regression, 3×10 MLP, full-batch GD")
+    return fig
