@@ -18,6 +18,7 @@ from eoslab.curvature import (
     top_eigenvalues,
 )
 from eoslab.eigen import EigResult, lanczos, power_iteration
+from eoslab.noise_kernel import critical_lr, noise_kernel_norm, ntk_eigenvalues
 from eoslab.operators import HessianOperator, MiniBatchHessians
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "InteractionSharpness",
     "MiniBatchHessians",
     "batch_sharpness",
+    "critical_lr",
     "directional_sharpness",
     "gradient_norms",
     "hessian_trace",
@@ -36,6 +38,8 @@ __all__ = [
     "lanczos",
     "layer_sharpness",
     "minibatch_sharpness",
+    "noise_kernel_norm",
+    "ntk_eigenvalues",
     "power_iteration",
     "sample_batches",
     "sharpness",
