@@ -42,7 +42,9 @@ EVERYTHING = base(
         "grad_norms": True,
         "interaction": 4,
         "trace": 3,
+        "noise_kernel": True,
     },
+    save_params=[6],
 )
 
 

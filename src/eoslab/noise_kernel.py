@@ -156,6 +156,14 @@ def sgd_linear_regression(
     return loss.nan_to_num(torch.inf).reshape(seeds, len(lrs))
 
 
+NTK_SCALE: dict[str, Callable[[int], float]] = {
+    "half_mse": lambda d: 1.0,
+    "sum_mse": lambda d: 2.0,
+    "mean_mse": lambda d: 2.0 / d,
+}
+"""Loss name → c(d): the loss's Gauss–Newton matrix is c·JᵀJ/n, so its NTK spectrum is c times Θ's (d outputs)."""
+
+
 def ntk_eigenvalues(model: nn.Module, X: Tensor, params: Params | None = None, chunk_size: int | None = None) -> Tensor:
     """Eigenvalues (descending) of the empirical NTK Θ = JJᵀ/n, J the (n·d) × P Jacobian of the outputs over examples
     × outputs at ``params`` (default: the model's own), by torch.func Jacobians on chunks of ``chunk_size`` examples.
