@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "notebook, figure",
-    [("01_sharpness_plateaus", "f1_sharpness_plateaus"), ("02_progressive_sharpening", "f2_progressive_sharpening")],
+    [
+        ("01_sharpness_plateaus", "f1_sharpness_plateaus"),
+        ("02_progressive_sharpening", "f2_progressive_sharpening"),
+        ("00_analytic_toys", "f0_analytic_toys"),
+        ("07_stochastic_eos", "f7_stochastic_eos"),
+        ("08_ngd_sqrt_loss", "f8_ngd_sqrt_loss"),
+    ],
 )
 def test_notebook_runs_by_hand(tmp_path, load_summary, notebook, figure):
     out = tmp_path / figure
