@@ -30,7 +30,7 @@ def test_scalar_net_ends_in_zhu_et_al_band(summary):
     for r in eos:
         assert 2 / r["eta"] - 20 * r["eta"] / 3 < r["sharpness"] < 2 / r["eta"], r
         assert r["loss"] < 1e-6
-        assert r["sharpness_initial"] < 2 / r["eta"] - 1  # it started away from the edge
+        assert abs(r["sharpness_initial"] - 2 / r["eta"]) > 1  # it started away from the edge (below or above)
 
 
 def test_claim_entries_pass(summary):

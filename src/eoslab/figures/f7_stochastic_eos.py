@@ -30,6 +30,8 @@ from eoslab.papers import PAPERS
 SCHEMES = {"without_replacement": False, "with_replacement": True}
 CONVERGED, DIVERGED = 1e-6, 10.0
 """Final-loss thresholds of the Monte Carlo (the paper saturates its plot at 10)."""
+K = r"$\mathcal{K}$"
+"""𝒦 in plot labels (mathtext: the default font has no script K)."""
 
 
 def linear_regression_summary(
@@ -145,12 +147,12 @@ def plot(linear: dict[str, Any], runs: xr.Dataset, rows: list[dict[str, Any]]) -
     ax = axes[0, 0]
     for (name, s), color in zip(((n, linear[n]) for n in SCHEMES), ("C0", "C1"), strict=True):
         label = name.replace("_", " ")
-        ax.plot(s["eta_grid"], s["K_grid"], color=color, label=f"𝒦, {label}")
+        ax.plot(s["eta_grid"], s["K_grid"], color=color, label=f"{K}, {label}")
         ax.plot(s["eta_grid"], s["rho_grid"], color=color, linestyle=":", label=f"ρ(A + B), {label}")
         ax.axvline(s["eta_c"], color=color, linestyle="-.", linewidth=0.8, label=f"η_c = {s['eta_c']:.3g}")
     ax.axvline(linear["edge"], color="0.3", linestyle="--", linewidth=1, label=f"2/λmax = {linear['edge']:.3g}")
     ax.axhline(1, color="0.6", linewidth=0.8, zorder=0)
-    ax.set(xscale="log", yscale="log", ylim=(1e-2, 1e2), xlabel="learning rate η", ylabel="𝒦, ρ(A + B)")
+    ax.set(xscale="log", yscale="log", ylim=(1e-2, 1e2), xlabel="learning rate η", ylabel=f"{K}, ρ(A + B)")
     ax.set_title(f"(a) linear regression, B={linear['B']}, D={linear['D']}, P={linear['P']}")
     ax.legend(fontsize=7, loc="upper left")
 
@@ -167,7 +169,7 @@ def plot(linear: dict[str, Any], runs: xr.Dataset, rows: list[dict[str, Any]]) -
                 alpha=0.7,
                 label=name.replace("_", " ") if j == 0 else None,
             )
-    ax.axvline(1, color="0.3", linestyle="-.", linewidth=1, label="η_c (𝒦 = 1)")
+    ax.axvline(1, color="0.3", linestyle="-.", linewidth=1, label=f"η_c ({K} = 1)")
     ax.set(yscale="log", xlabel="η / η_c", ylabel=f"loss after {linear['steps']} steps (saturated at 10)")
     ax.set_title(f"(b) SGD Monte Carlo, {linear['seeds']} seeds per η")
     ax.legend(fontsize=7, loc="center left")
@@ -182,18 +184,20 @@ def plot(linear: dict[str, Any], runs: xr.Dataset, rows: list[dict[str, Any]]) -
             runs.noise_kernel_norm.isel(run=i),
             color=colors[r["eta_over_b"]],
             linestyle=styles.get(r["batch_size"], "-"),
-            label=f"b={r['batch_size']}, η={r['eta']:g}",
+            marker="x" if r["diverged"] else ".",
+            markersize=6 if r["diverged"] else 3,
+            label=f"b={r['batch_size']}, η={r['eta']:g}" + (" (diverged)" if r["diverged"] else ""),
         )
-    ax.axhline(1, color="0.3", linestyle="--", linewidth=1, label="𝒦 = 1")
-    ax.set(yscale="log", xlabel="step t", ylabel="noise-kernel norm 𝒦_t")
-    ax.set_title("(c) MLP on digits, SGD: 𝒦 during training")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.axhline(1, color="0.3", linestyle="--", linewidth=1, label=f"{K} = 1")
+    ax.set(yscale="log", ylim=(None, 20), xlabel="step t", ylabel=r"noise-kernel norm $\mathcal{K}_t$")
+    ax.set_title(f"(c) MLP on digits, SGD: {K} during training")
+    ax.legend(fontsize=6.5, ncol=3, loc="upper center")
 
     ax = axes[1, 1]
     for b in sorted({r["batch_size"] for r in rows}):
         sub = [r for r in rows if r["batch_size"] == b and not r["diverged"]]
         x = [r["eta_over_b"] for r in sub]
-        ax.plot(x, [r["K_final"] for r in sub], "o" + styles.get(b, "-"), color="C0", label=f"final 𝒦, b={b}")
+        ax.plot(x, [r["K_final"] for r in sub], "o" + styles.get(b, "-"), color="C0", label=f"final {K}, b={b}")
         ax.plot(
             x,
             [r["sharpness_final_per_edge"] for r in sub],
@@ -202,9 +206,11 @@ def plot(linear: dict[str, Any], runs: xr.Dataset, rows: list[dict[str, Any]]) -
             mfc="none",
             label=f"final λmax·η/2, b={b}",
         )
-    plotting.edge(ax, "edge (𝒦 = 1, λmax = 2/η)")
-    ax.set(xscale="log", xlabel="η / b", ylabel="final value (1 = edge)")
-    ax.set_title("(d) final 𝒦 and λmax against η/b")
-    ax.legend(fontsize=7)
-    fig.suptitle("The stochastic edge of stability: the noise-kernel norm 𝒦")
+    plotting.edge(ax, f"edge ({K} = 1, λmax = 2/η)")
+    ax.set(xscale="log", ylim=(0, 1.3), xlabel="η / b (diverged runs left out)", ylabel="final value (1 = edge)")
+    ax.set_xticks(ratios, [f"{x:g}" for x in ratios])
+    ax.minorticks_off()
+    ax.set_title(f"(d) final {K} and λmax against η/b")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.suptitle(f"The stochastic edge of stability: the noise-kernel norm {K}")
     return fig

@@ -140,6 +140,8 @@ def plot(toy: dict[str, Any], runs: xr.Dataset) -> Figure:
     ax.axhline(1e-2, color="C1", linewidth=0.8, linestyle="-.", label="1 % (amplitude band)")
     ax.axvline(toy["check"]["eta"], color="0.5", linewidth=0.8, label=f"checked at η = {toy['check']['eta']:g}")
     ax.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="deviation from the small-η limit")
+    ax.set_xticks(eta, [f"{e:g}" for e in eta])
+    ax.minorticks_off()
     ax.set_title("(b) toy √L-GD: small-η limits degrade with η")
     ax.legend(fontsize=7, loc="lower right")
 
