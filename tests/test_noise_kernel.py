@@ -28,7 +28,7 @@ F64 = torch.float64
 
 @pytest.fixture(scope="module")
 def regression():
-    """Seed 001's Fig. 1 setup: D = 100 examples, P = 120 Gaussian features, B = 5."""
+    """Agarwala & Pennington's Fig. 1 setup: D = 100 examples, P = 120 Gaussian features, B = 5."""
     data = gaussian_linear_regression(D=100, P=120, seed=0, dtype=F64)
     ntk = data.X @ data.X.T / 100
     return data.X, data.y, ntk, torch.linalg.eigvalsh(ntk)

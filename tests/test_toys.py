@@ -1,4 +1,4 @@
-"""Analytic toys through the public curvature API (paper-spec Appendix items 2, 4 and 6)."""
+"""Analytic toys through the public curvature API: the EoSS diagonal network, Zhu et al., Arora et al."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Analytic toys computed in closed form or by a few thousand vectorised steps (seconds, no run engine).
 
-- Seed 000 (EoSS) App. C's diagonal linear network at its minima: FullBS against the average MiniBS.
+- Andreyev & Beneventano (EoSS) App. C's diagonal linear network at its minima: FullBS against the average MiniBS.
 - Zhu et al.'s 4-layer scalar network f = ½(1 − w₁w₂w₃w₄)²: GD from the edge-of-stability initialisation.
 - Arora, Li & Panigrahi's L(x, y) = (1 + x²)y² under normalized GD and GD on √L.
 """
@@ -19,7 +19,7 @@ from eoslab.optim import rule_scale
 F64 = torch.float64
 
 # ---------------------------------------------------------------------------------------------------------
-# Diagonal linear network (seed 000 App. C)
+# Diagonal linear network (Andreyev & Beneventano, App. C)
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """F0 — the analytic toys: closed-form checks of the EoS quantities, as a figure.
 
-- Seed 000 (EoSS) App. C, the diagonal linear network f(x) = aᵀBx on z₁ = ((1, 0), 1), z₂ = ((0, 1), −1): at every
-  minimum a₁b₁ = 1, a₂b₂ = −1 the per-sample Hessians are rank one with orthogonal eigenvectors, so
-  FullBS = max(λ₁, λ₂)/2, the average MiniBS (b = 1) is λ = (λ₁ + λ₂)/2, λ_i ≥ 2 and max λ_i ≤ 2λ − 2.
+- Andreyev & Beneventano (EoSS) App. C, the diagonal linear network f(x) = aᵀBx on z₁ = ((1, 0), 1),
+  z₂ = ((0, 1), −1): at every minimum a₁b₁ = 1, a₂b₂ = −1 the per-sample Hessians are rank one with orthogonal
+  eigenvectors, so FullBS = max(λ₁, λ₂)/2, the average MiniBS (b = 1) is λ = (λ₁ + λ₂)/2, λ_i ≥ 2 and max λ_i ≤ 2λ − 2.
 - Zhu et al.'s scalar network ½(1 − w₁w₂w₃w₄)²: GD from their edge-of-stability initialisation ends with sharpness
   Σ 1/w_i² in (2/η − 20η/3, 2/η); started below the balance (δ < 0) it ends at the gradient-flow value 2√(c⁴ + 4).
 """

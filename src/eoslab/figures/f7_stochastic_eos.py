@@ -100,7 +100,8 @@ def network_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
 
 
 def cluster_spread(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """η/b → max/min of the final 𝒦 over the non-diverged runs sharing that η/b (seed 001: 𝒦_f is set by η/b)."""
+    """η/b → max/min of the final 𝒦 over the non-diverged runs sharing that η/b (Agarwala & Pennington: the final
+    𝒦 is set by η/b)."""
     out = {}
     for ratio in sorted({r["eta_over_b"] for r in rows}):
         ks = [r["K_final"] for r in rows if r["eta_over_b"] == ratio and not r["diverged"]]
