@@ -169,9 +169,9 @@ def ntk_eigenvalues(model: nn.Module, X: Tensor, params: Params | None = None, c
     × outputs at ``params`` (default: the model's own), by torch.func Jacobians on chunks of ``chunk_size`` examples.
 
     Θ's nonzero spectrum is that of the Gauss–Newton matrix JᵀJ/n of the half-MSE loss (1/n) Σ_i ½‖f_i − y_i‖²
-    (``half_mse``); for ``sum_mse`` multiply by 2, for ``mean_mse`` divide by d. Only min(n·d, P) eigenvalues can
-    be nonzero and only those are returned: the smaller Gram matrix, JJᵀ/n or JᵀJ/n (accumulated over chunks, so
-    J is never held whole when P < n·d), is diagonalised.
+    (``half_mse``); for ``sum_mse`` multiply by 2, for ``mean_mse`` by 2/d (:data:`NTK_SCALE`). Only min(n·d, P)
+    eigenvalues can be nonzero and only those are returned: the smaller Gram matrix, JJᵀ/n or JᵀJ/n (accumulated
+    over chunks, so J is never held whole when P < n·d), is diagonalised.
     """
     theta = dict(params) if params is not None else {k: p.detach() for k, p in model.named_parameters()}
     space = ParamSpace(theta)
@@ -180,7 +180,7 @@ def ntk_eigenvalues(model: nn.Module, X: Tensor, params: Params | None = None, c
     def f(p: Params, x: Tensor) -> Tensor:
         return functional_call(model, p | frozen, (x[None],)).reshape(-1)
 
-    jac: Callable[[Tensor], Params] = vmap(jacrev(f), in_dims=(None, 0))
+    jac = vmap(jacrev(f), in_dims=(None, 0))  # per-example Jacobians {name: (chunk, d, *shape)}
     n, chunk = len(X), chunk_size or len(X)
     blocks = (space.flatten(jac(theta, X[i : i + chunk]), batch_dims=2).flatten(0, 1) for i in range(0, n, chunk))
     if space.dim < n * f(theta, X[0]).numel():  # P < n·d: accumulate JᵀJ chunk by chunk
