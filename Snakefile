@@ -5,7 +5,8 @@
 #   snakemake --cores 8 all --config profile=paper     # the papers' datasets and sizes (GPU)
 #
 # The figures, their notebooks and their runs are listed in config/<profile>.yaml; this file only wires them:
-#   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run)
+#   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run);
+#           a run started from another run's saved parameters (init.from) has that run's file as its input
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
 #   report  figures/<profile>/index.html                 every figure, its paper and claims (eoslab.report)
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
@@ -34,6 +35,11 @@ for broken in set_aside_broken(RUNS):
 
 def run_config(wc):
     return RUNS[f"data/runs/{wc.family}/{wc.run}.nc"]
+
+
+def run_inputs(wc):
+    source = run_config(wc).get("init", {}).get("file")
+    return [source] if source else []
 
 
 def run_command(wc):
@@ -75,6 +81,8 @@ rule report:
 
 
 rule run:
+    input:
+        run_inputs,
     output:
         "data/runs/{family}/{run}.nc",
     params:

@@ -44,7 +44,9 @@ EVERYTHING = base(
         "interaction": 4,
         "trace": 3,
         "preconditioned": True,
+        "noise_kernel": True,
     },
+    save_params=[6],
 )
 
 

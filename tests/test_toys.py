@@ -1,4 +1,4 @@
-"""Analytic toys through the public curvature API (paper-spec Appendix items 2 and 4)."""
+"""Analytic toys through the public curvature API: the EoSS diagonal network, Zhu et al., Arora et al."""
 
 import math
 
@@ -8,7 +8,16 @@ from torch.func import functional_call, jacrev
 
 import eoslab
 from eoslab.losses import half_mse
-from eoslab.models import DiagonalLinearNet, ScalarNet4, diagonal_net_data, scalar_net_eos_init
+from eoslab.models import DiagonalLinearNet, diagonal_net_data, scalar_net_eos_init
+from eoslab.toys import (
+    arora_loss,
+    arora_trajectory,
+    diagonal_net_sharpness,
+    scalar_net_gd,
+    scalar_net_grad,
+    sqrt_gd_cycle,
+)
+from eoslab.toys import scalar_net_sharpness as scalar_sharpness
 
 F64 = torch.float64
 
@@ -65,11 +74,6 @@ def test_diagonal_net_full_and_minibatch_sharpness(full):
 # ------------------------------------------------------------------ Zhu et al.: 4-layer scalar network
 
 
-def scalar_sharpness(w: torch.Tensor) -> float:
-    X, y = torch.zeros(1, 1, dtype=F64), torch.ones(1, 1, dtype=F64)
-    return eoslab.sharpness(ScalarNet4(w=w.clone()), half_mse, X, y, tol=1e-10)
-
-
 @pytest.mark.parametrize("w", [(2.0, 2.0, 0.5, 0.5), (1.0, 2.0, 0.25, 2.0), (-1.0, 4.0, -0.5, 0.5)])
 def test_scalar_net_sharpness_at_a_minimum(w):
     """At w₁w₂w₃w₄ = 1 the Hessian of (1 − Πw)²/2 is ∇f∇fᵀ with ∂f/∂w_i = Πw/w_i = 1/w_i: λmax = Σ 1/w_i²."""
@@ -78,13 +82,13 @@ def test_scalar_net_sharpness_at_a_minimum(w):
     assert scalar_sharpness(w) == pytest.approx((1 / w**2).sum().item(), rel=1e-10)
 
 
-def gd_scalar(w: torch.Tensor, eta: float, steps: int) -> torch.Tensor:
-    """GD on (1 − Πw)²/2; the gradient by autograd."""
-    for _ in range(steps):
-        w = w.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(0.5 * (1 - w.prod()) ** 2, w)
-        w = w - eta * g
-    return w.detach()
+def test_scalar_net_gradient_against_autograd():
+    w = torch.randn(5, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    w[0, 2] = 0.0  # products of the others: no division by w_i
+    auto = torch.func.vmap(torch.func.grad(lambda v: 0.5 * (1 - v.prod()) ** 2))(w)
+    torch.testing.assert_close(scalar_net_grad(w), auto, rtol=1e-14, atol=1e-14)
+    lr = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5], dtype=F64)
+    torch.testing.assert_close(scalar_net_gd(w, lr, 1), w - lr[:, None] * auto, rtol=1e-14, atol=1e-14)
 
 
 def test_scalar_net_gd_ends_in_the_eos_band():
@@ -93,7 +97,7 @@ def test_scalar_net_gd_ends_in_the_eos_band():
     eta = 0.1
     w0 = scalar_net_eos_init(eta=eta, delta=0.2, d0=0.8)
     assert scalar_sharpness(w0) < 2 / eta - 5  # starts far from the edge (not at a minimum: loss 0.065)
-    w = gd_scalar(w0, eta, 2000)
+    w = scalar_net_gd(w0, eta, 2000)
     assert abs(1 - w.prod().item()) < 1e-4  # converged to a minimum
     final = scalar_sharpness(w)
     assert 2 / eta - 20 * eta / 3 < final < 2 / eta
@@ -106,6 +110,38 @@ def test_scalar_net_below_the_edge_follows_gradient_flow(delta):
     """δ < 0: GD stays below the edge and ends near the gradient-flow minimum's sharpness 2√(c⁴ + 4) < 2/η."""
     eta = 0.1
     c = (eta**-2 - 4) ** 0.25 + delta
-    w = gd_scalar(scalar_net_eos_init(eta=eta, delta=delta, d0=0.8), eta, 2000)
+    w = scalar_net_gd(scalar_net_eos_init(eta=eta, delta=delta, d0=0.8), eta, 2000)
     assert scalar_sharpness(w) == pytest.approx(2 * math.sqrt(c**4 + 4), rel=2e-3)
     assert scalar_sharpness(w) < 2 / eta - 3
+
+
+def test_diagonal_net_library_matches_the_closed_forms():
+    for full in (False, True):
+        r = diagonal_net_sharpness(2.0, 0.8, full)
+        assert r["fullbs"] == pytest.approx(max(r["lambda1"], r["lambda2"]) / 2, rel=1e-10)
+        assert r["avg_minibs"] == pytest.approx((r["lambda1"] + r["lambda2"]) / 2, rel=1e-10)
+        assert max(r["lambda1"], r["lambda2"]) <= 2 * r["avg_minibs"] - 2
+
+
+# ------------------------------------------------------------------ Arora et al.: L(x, y) = (1 + x²)y²
+
+
+def test_arora_toy_steps():
+    """One √L-GD step is y ← y − η√(1 + x²)·sign(y), x ← x − ηx|y|/√(1 + x²); one NGD step has length η."""
+    x, y, eta = 3.0, 0.5, 0.1
+    (_, (x1, y1)) = arora_trajectory("sqrt_gd", eta, (x, y), 1)
+    assert y1 == pytest.approx(y - eta * math.sqrt(1 + x**2), rel=1e-9)
+    assert x1 == pytest.approx(x - eta * x * y / math.sqrt(1 + x**2), rel=1e-9)
+    path = arora_trajectory("ngd", 5.0, (14.7, -3.0), 3)
+    assert torch.tensor(path[1:] - path[:-1]).norm(dim=1).tolist() == pytest.approx([5.0] * 3, rel=1e-12)
+    assert arora_loss(torch.tensor(path[-1])) < arora_loss(torch.tensor(path[0]))
+
+
+def test_sqrt_gd_two_cycle_small_lr_limits():
+    """At η = 0.1: x contracts by 1 − η²/2 per step (two-step geometric mean, within 1e-3) and the 2-cycle's
+    amplitude is η√(1 + x²)/2 (within 1 %); at η = 0.5 the two one-step factors are 0.898 and 0.835."""
+    small = sqrt_gd_cycle(0.1)
+    assert abs(small["x_factor_two_step"] - (1 - 0.1**2 / 2)) < 1e-3
+    assert small["amplitude_max_rel_dev"] < 0.01
+    large = sqrt_gd_cycle(0.5)
+    assert large["x_factors_one_step"] == pytest.approx([0.898, 0.835], abs=1e-3)

@@ -25,6 +25,7 @@ _WHERE = {
         "top_eigenvalues",
     ],
     "eigen": ["EigResult", "lanczos", "power_iteration"],
+    "noise_kernel": ["critical_lr", "noise_kernel_norm", "ntk_eigenvalues"],
     "operators": ["HessianOperator", "MiniBatchHessians"],
     "tracker": ["SharpnessTracker"],
 }

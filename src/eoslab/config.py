@@ -85,11 +85,29 @@ SCHEMA: dict[str, Any] = _obj(
                 "grad_norms": {"type": "boolean", "default": False},
                 "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
                 "test": {"type": "boolean", "default": True},
+                "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
             }
         ),
         "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
         "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
         "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
+        "save_params": {
+            "type": "array",
+            "items": _count,
+            "default": [],
+            "description": "steps whose parameters the NetCDF keeps (variable saved_params), for init.file",
+        },
+        "init": _obj(
+            {
+                "file": {"type": ["string", "null"], "default": None, "description": "run file to start from"},
+                "step": {"type": ["integer", "null"], "minimum": 0, "default": None},
+                "from": {
+                    "type": ["string", "null"],
+                    "default": None,
+                    "description": "<family>/<run> of the same profile; the pipeline fills init.file",
+                },
+            }
+        ),
     },
     ("data", "model", "optimizer", "steps"),
 )
@@ -196,9 +214,14 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     m = out["measure"]
     if m["preconditioned"] and opt["schedule"] not in ("constant", "layerwise"):
         raise ConfigError(f"measure.preconditioned: needs schedule 'constant' or 'layerwise', not {opt['schedule']!r}")
-    needs_b = m["minibatch"] or m["interaction"] or m["interaction_exact"]
+    needs_b = m["minibatch"] or m["interaction"] or m["interaction_exact"] or m["noise_kernel"]
     if needs_b and m["batch_size"] is None and opt["batch_size"] is None:
         raise ConfigError("measure.batch_size: required for mini-batch measurements when training is full-batch")
+    if m["noise_kernel"] and out["loss"] not in ("half_mse", "sum_mse", "mean_mse"):
+        raise ConfigError(f"measure.noise_kernel: defined for the MSE losses, not {out['loss']!r}")
+    init = out["init"]
+    if (init["file"] or init["from"]) and init["step"] is None:
+        raise ConfigError("init.step: required when starting from another run (init.file or init.from)")
     return out
 
 

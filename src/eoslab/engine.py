@@ -47,6 +47,7 @@ from eoslab.runfiles import (
     write_run,
 )
 from eoslab.store import to_dataset
+from eoslab.warmstart import flat_params, initial_params
 
 
 @dataclass
@@ -115,6 +116,7 @@ class State:
     elapsed: float = 0.0
     diverged_step: int = -1
     last_finite_loss: float = math.nan
+    saved: dict[int, list[float]] = field(default_factory=dict)
 
 
 def is_measure_step(t: int, config: dict[str, Any]) -> bool:
@@ -216,7 +218,7 @@ def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str
         "diverged_step": state.diverged_step,
         "last_finite_loss": state.last_finite_loss,
     }
-    return to_dataset(state.measured, state.per_iteration, list(layers(problem.model)), attrs)
+    return to_dataset(state.measured, state.per_iteration, list(layers(problem.model)), attrs, state.saved)
 
 
 def _checkpoint(path: Path, state: State, digest: str, gens: tuple[torch.Generator, ...], started: float) -> None:
@@ -281,7 +283,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)
     state = _load_checkpoint(ckpt, digest, resume_any_code) or State(
         0,
-        {k: p.detach().clone() for k, p in problem.model.named_parameters()},
+        initial_params(problem.model, config),
         train_gen.get_state(),
         measure_gen.get_state(),
     )
@@ -292,6 +294,8 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     n_measured = len(state.measured.get("step", []))
     while True:
         t = state.step
+        if t in config["save_params"]:
+            state.saved[t] = flat_params(state.params)
         if t < steps:
             idx = next_batch(state, len(problem.X), config, train_gen)
             Xb, Yb = (problem.X, problem.Y) if idx is None else (problem.X[idx], problem.Y[idx])

@@ -28,6 +28,7 @@ from eoslab.curvature import (
     sample_batches,
 )
 from eoslab.eigen import EigResult, lanczos, start_vector
+from eoslab.noise_kernel import NTK_SCALE, critical_lr, noise_kernel_norm, ntk_eigenvalues
 from eoslab.operators import HessianOperator, MiniBatchHessians, Params
 from eoslab.optim import step_sizes
 
@@ -164,6 +165,20 @@ def minibatch(ctx: Context) -> dict[str, Any]:
     return {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
 
 
+def noise_kernel(ctx: Context) -> dict[str, Any]:
+    """Agarwala & Pennington's noise-kernel norm 𝒦 at the run's η and b, the stochastic edge η_c (𝒦 = 1), tr Θ and
+    λmax(Θ), from the NTK spectrum on the full-batch examples, scaled to the loss stepped on (:data:`NTK_SCALE`)."""
+    d = ctx.Y[0].numel()
+    lam = ntk_eigenvalues(ctx.problem.model, ctx.X, ctx.params, ctx.m["chunk_size"]) * NTK_SCALE[ctx.config["loss"]](d)
+    n, b = len(ctx.problem.X), ctx.batch_size
+    return {
+        "noise_kernel_norm": noise_kernel_norm(lam, ctx.config["optimizer"]["lr"], b, n, ctx.replace, d),
+        "ntk_trace": lam.sum().item(),
+        "ntk_max": lam[0].item(),
+        "critical_lr": critical_lr(lam, b, n, ctx.replace, d),
+    }
+
+
 Wanted = Callable[[dict[str, Any]], bool]
 MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("sharpness", lambda m: m["sharpness"], full_sharpness),
@@ -174,6 +189,7 @@ MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("trace", lambda m: bool(m["trace"]), hessian_trace),
     ("minibatch", lambda m: bool(m["minibatch"]), minibatch),
     ("preconditioned", lambda m: m["preconditioned"], preconditioned_sharpness),
+    ("noise_kernel", lambda m: m["noise_kernel"], noise_kernel),
 ]
 """(measure key, wanted(measure section), take(ctx)), run in this order."""
 

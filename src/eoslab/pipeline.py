@@ -91,24 +91,40 @@ def runtime_request(estimate_min: float, out: str | Path, steps: int) -> int:
     return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
 
 
+def family_runs(profile: Mapping[str, Any], family: str, root: str | Path = "data/runs") -> dict[str, dict[str, Any]]:
+    """:func:`expand_family` of a profile's family, with every ``init.from`` (``<family>/<run>`` of the profile)
+    resolved to that run's file in ``init.file``: the source's config hash is then part of the dependent's."""
+    if family not in profile["families"]:
+        raise ConfigError(f"init.from: no family {family!r} in the profile")
+    runs = expand_family(profile["families"][family])
+    for name, config in runs.items():
+        source = config.get("init", {}).get("from")
+        if source is None:
+            continue
+        src_family, _, src_name = source.partition("/")
+        src = family_runs(profile, src_family, root).get(src_name)
+        if src is None:
+            raise ConfigError(f"{family}/{name}: init.from: no run {source!r} in the profile")
+        if config["init"]["step"] not in src["save_params"]:
+            raise ConfigError(f"{family}/{name}: init.step: {source} saves steps {src['save_params']} only")
+        config["init"]["file"] = str(run_file(src_family, src_name, src, root))
+    return runs
+
+
 def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> dict[Path, dict[str, Any]]:
     """Every run of a profile: file → validated config."""
     return {
         run_file(family, name, config, root): config
-        for family, spec in profile["families"].items()
-        for name, config in expand_family(spec).items()
+        for family in profile["families"]
+        for name, config in family_runs(profile, family, root).items()
     }
 
 
 def figure_runs(profile: Mapping[str, Any], figure: str, root: str | Path = "data/runs") -> dict[str, list[str]]:
     """The run files a figure reads, by family (what the Snakefile passes to the notebook)."""
-    families = profile["figures"][figure]["families"]
     return {
-        family: [
-            str(run_file(family, name, config, root))
-            for name, config in expand_family(profile["families"][family]).items()
-        ]
-        for family in families
+        family: [str(run_file(family, name, cfg, root)) for name, cfg in family_runs(profile, family, root).items()]
+        for family in profile["figures"][figure]["families"]
     }
 
 

@@ -56,6 +56,11 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "step_grad_norm": (("iteration",), "‖g‖ of the gradient stepped on", "1"),
     "lr_eff": (("iteration", "layer"), "effective step size η_k·s of the layer's parameters", "1"),
     "preconditioned_sharpness": (("step",), "λmax(P^½ H P^½), P = diag of the schedule's step sizes", "1"),
+    "noise_kernel_norm": (("step",), "noise-kernel norm 𝒦 = (βη/d) Σ λ_α/(2 − ηλ_α), λ_α of the loss's NTK", "1"),
+    "ntk_trace": (("step",), "tr Θ of the NTK scaled to the loss (the Gauss–Newton trace)", "1"),
+    "ntk_max": (("step",), "λmax of the NTK scaled to the loss (the Gauss–Newton sharpness)", "1"),
+    "critical_lr": (("step",), "η_c with 𝒦(η_c) = 1 at the run's batch size (the stochastic edge)", "1"),
+    "saved_params": (("saved_step", "parameter"), "flat parameter vector θ saved at the step (init.file)", "1"),
 }
 
 
@@ -64,8 +69,10 @@ def to_dataset(
     per_iteration: Mapping[str, list[Any]],
     layers: list[str],
     attrs: Mapping[str, Any],
+    saved: Mapping[int, list[float]] | None = None,
 ) -> xr.Dataset:
-    """Build the run's Dataset from per-measurement lists (``measured["step"]`` the steps) and per-step lists."""
+    """Build the run's Dataset from per-measurement lists (``measured["step"]`` the steps) and per-step lists,
+    plus ``saved`` parameter vectors by step (variable ``saved_params``, coordinate ``saved_step``)."""
     coords: dict[str, Any] = {
         "step": np.asarray(measured.get("step", []), dtype=np.int64),
         "iteration": np.arange(len(per_iteration.get("batch_loss", [])), dtype=np.int64),
@@ -80,6 +87,11 @@ def to_dataset(
         if array.ndim == 1 and len(dims) == 2:  # no measurement yet: an empty (0, 0) block
             array = array.reshape(len(array), 0)
         data_vars[name] = xr.Variable(dims, array, {"long_name": long_name, "units": units})
+    if saved:
+        coords["saved_step"] = np.asarray(list(saved), dtype=np.int64)
+        dims, long_name, units = VARIABLES["saved_params"]
+        values = np.asarray(list(saved.values()), dtype=np.float64)
+        data_vars["saved_params"] = xr.Variable(dims, values, {"long_name": long_name, "units": units})
     ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
     for dim in ("eig", "batch_draw"):
         if dim in ds.dims:

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
         ("02_progressive_sharpening", "f2_progressive_sharpening"),
         ("05_layerwise_eos", "f5_layerwise_eos"),
         ("06_divergence_limits", "f6_divergence_limits"),
+        ("00_analytic_toys", "f0_analytic_toys"),
+        ("07_stochastic_eos", "f7_stochastic_eos"),
+        ("08_ngd_sqrt_loss", "f8_ngd_sqrt_loss"),
     ],
 )
 def test_notebook_runs_by_hand(tmp_path, load_summary, notebook, figure):
