@@ -21,9 +21,10 @@ import yaml
 
 import eoslab.engine
 import eoslab.runfiles
-from eoslab.analysis import converged, plateau_summary
+from eoslab.analysis import converged
 from eoslab.cli import main
 from eoslab.config import config_hash
+from eoslab.figures.f1_sharpness_plateaus import plateau_rows
 from eoslab.pipeline import runtime_request, set_aside_broken
 from eoslab.runfiles import Interrupted, RunFiles, code_version
 from eoslab.store import RunFileError, is_intact, open_run, open_runs, to_dataset, write_atomic
@@ -350,7 +351,7 @@ def test_diverged_runs_are_left_out_of_summaries(tmp_path):
     runs = open_runs(paths)
     assert list(runs["diverged"].values) == [0, 1]
     assert list(converged(runs).run.values) == ["ok"]
-    ok, boom = plateau_summary(runs)
+    ok, boom = plateau_rows(runs)
     assert np.isfinite(ok["fullbs_mean"]) and boom["diverged"] and "fullbs_mean" not in boom
     assert boom["diverged_step"] == int(runs["diverged_step"].values[1]) >= 0
     from eoslab.plotting import run_label
