@@ -1,6 +1,7 @@
 """The smoke DAG's report page lists every figure of the profile with its paper and claims; opt-in, headless
 Chromium renders it and every figure image loads (EOSLAB_BROWSER_TESTS=1, Debian's `chromium` installed)."""
 
+import html
 import json
 import os
 import re
@@ -47,7 +48,7 @@ def test_page_lists_every_figure_with_paper_and_claims(page, load_summary):
         assert f'<h2 id="{figure}">' in page and f'<img src="{figure}.png"' in page
         assert f"results/smoke/notebooks/{figure}.ipynb" in page
         for claim in summary.get("claims", []):
-            assert claim["claim"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in page
+            assert html.escape(claim["claim"]) in page
 
 
 @pytest.mark.skipif(
