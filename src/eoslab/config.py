@@ -9,7 +9,7 @@ import hashlib
 import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,30 @@ SCHEMA: dict[str, Any] = _obj(
                 "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
                 "grad_norms": {"type": "boolean", "default": False},
                 "test": {"type": "boolean", "default": True},
+                "windows": {
+                    "type": "array",
+                    "default": [],
+                    "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
+                    "items": _obj(
+                        {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
+                        ("from", "until", "every"),
+                    ),
+                },
+            }
+        ),
+        "stop": _obj(
+            {
+                "train_loss": {
+                    "type": ["number", "null"],
+                    "default": None,
+                    "description": "stop at the first measurement whose full-batch training loss is below this",
+                },
+                "examples": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "default": None,
+                    "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
+                },
             }
         ),
         "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
@@ -182,8 +206,14 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), text: str | None = None) -> dict[str, Any]:
-    """Read a YAML/JSON config (file ``path`` or string ``text``), apply ``key=value`` overrides, validate.
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    text: str | None = None,
+    validator: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Read a YAML/JSON config (file ``path`` or string ``text``), apply ``key=value`` overrides, validate (with
+    ``validator``, default :func:`validate`: a run config).
 
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
@@ -193,4 +223,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), text:
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         set_key(config, key.strip(), yaml.load(value, Loader=_Loader))
-    return validate(config)
+    return (validator or validate)(config)

@@ -7,7 +7,8 @@ Schema (every variable carries ``long_name`` and ``units``; :data:`VARIABLES` is
 - global attrs: ``config`` (the validated run config, JSON), ``config_hash``, ``eoslab_version``, ``git_commit``,
   ``torch_version``, ``device``, ``seed``, ``eta`` (optimizer.lr), ``wall_time_s``, ``status``
   ("running" while a run flushes partial results, then "complete" or "diverged"), ``diverged`` (0/1),
-  ``diverged_step`` (−1 if not) and ``last_finite_loss``.
+  ``diverged_step`` (−1 if not), ``last_finite_loss``, ``stop_reason`` ("steps", "examples", "train_loss" or
+  "diverged") and ``stop_step`` (the last step reached).
 
 Only the variables a run measured are present. :func:`open_runs` stacks runs along a ``run`` dimension.
 """
