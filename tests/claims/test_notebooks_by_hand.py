@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "notebook, figure",
-    [("01_sharpness_plateaus", "f1_sharpness_plateaus"), ("02_progressive_sharpening", "f2_progressive_sharpening")],
+    [
+        ("01_sharpness_plateaus", "f1_sharpness_plateaus"),
+        ("02_progressive_sharpening", "f2_progressive_sharpening"),
+        ("03_interaction_sharpness", "f3_interaction_sharpness"),
+        ("04_lssr", "f4_lssr"),
+    ],
 )
 def test_notebook_runs_by_hand(tmp_path, load_summary, notebook, figure):
     out = tmp_path / figure
