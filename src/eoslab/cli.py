@@ -1,4 +1,5 @@
-"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]`` and ``eoslab config``.
+"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]``, ``eoslab sweep`` (the same for a
+sweep config, :mod:`eoslab.sweep`) and ``eoslab config``.
 
 Fits Snakemake and Unix habits: the config comes from a file, ``-`` (standard input) or ``--json``; the result goes
 to ``--out``; errors go to standard error with exit status 2 for a bad config; a diverged run exits 0 (divergence is
@@ -12,29 +13,35 @@ import sys
 import torch
 
 from eoslab.config import ConfigError, config_hash, load_config
+from eoslab.pipeline import COMMANDS
 
 
 def _config(args: argparse.Namespace) -> dict:
+    validator = COMMANDS["sweep" if args.command == "sweep" else "run"]
     if args.json is not None:
-        return load_config(text=args.json, overrides=args.set)
+        return load_config(text=args.json, overrides=args.set, validator=validator)
     if args.config == "-":
-        return load_config(text=sys.stdin.read(), overrides=args.set)
+        return load_config(text=sys.stdin.read(), overrides=args.set, validator=validator)
     if args.config is None:
         raise ConfigError("give a config file, '-' for standard input, or --json")
-    return load_config(args.config, overrides=args.set)
+    return load_config(args.config, overrides=args.set, validator=validator)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eoslab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [("run", "train and measure one run"), ("config", "print the validated config and hash")]:
+    for name, help_text in [
+        ("run", "train and measure one run"),
+        ("sweep", "run every cell of a sweep config in one process"),
+        ("config", "print the validated config and hash"),
+    ]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", nargs="?", help="YAML/JSON run config, or - for standard input")
         p.add_argument("--json", help="the config as a JSON/YAML string instead of a file")
         p.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optimizer.lr=0.1"
         )
-        if name == "run":
+        if name in ("run", "sweep"):
             p.add_argument("--out", required=True, help="NetCDF file to write (atomically)")
             p.add_argument("--threads", type=int, help="torch threads (Snakemake passes {threads})")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"config_hash": config_hash(config), "config": config}, indent=2, sort_keys=True))
             return 0
         from eoslab.engine import run
+        from eoslab.sweep import run_sweep
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        ds = run(config, args.out, quiet=args.quiet)
+        ds = (run_sweep if args.command == "sweep" else run)(config, args.out, quiet=args.quiet)
     except (ConfigError, FileNotFoundError) as error:
         print(f"eoslab: error: {error}", file=sys.stderr)
         return 2

@@ -81,6 +81,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
                 "grad_norms": {"type": "boolean", "default": False},
                 "test": {"type": "boolean", "default": True},
+                "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
                 "windows": {
                     "type": "array",
                     "default": [],

@@ -19,12 +19,14 @@ from eoslab.curvature import (
     batch_directional,
     directional,
     eigs,
+    gradient_moments,
     hutchinson,
     interaction,
     layer_eigs,
     layer_masks,
     minibatch_eigs,
     sample_batches,
+    sampled_rho_b,
 )
 from eoslab.operators import HessianOperator, MiniBatchHessians, Params
 
@@ -138,6 +140,21 @@ def minibatch(ctx: Context) -> dict[str, Any]:
     return {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
 
 
+def lssr(ctx: Context) -> dict[str, Any]:
+    """ρ = ρ_1 and, for b = 1, 2, 4, …, ≤ n, ρ_b = ‖∇L‖²/E‖g_b‖² exact (per-example gradients, pair counting) and by
+    Monte Carlo over ``measure.lssr`` batches with its standard error, without and with (``_iid``) replacement."""
+    n = len(ctx.X)
+    sizes = [2**k for k in range(n.bit_length()) if 2**k <= n]
+    moments = gradient_moments(ctx.op, ctx.X, ctx.Y)
+    out: dict[str, Any] = {"rho_1": moments.rho, "lssr_batch_size": sizes}
+    for replace, suffix in ((False, ""), (True, "_iid")):
+        mc = [sampled_rho_b(ctx.op, ctx.X, ctx.Y, b, ctx.m["lssr"], replace, ctx.gen) for b in sizes]
+        out[f"rho_b_exact{suffix}"] = [moments.rho_b(b, replace) for b in sizes]
+        out[f"rho_b_mc{suffix}"] = [value for value, _ in mc]
+        out[f"rho_b_mc_se{suffix}"] = [se for _, se in mc]
+    return out
+
+
 Wanted = Callable[[dict[str, Any]], bool]
 MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("sharpness", lambda m: m["sharpness"], full_sharpness),
@@ -147,6 +164,7 @@ MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("interaction", lambda m: bool(m["interaction"] or m["interaction_exact"]), interaction_sharpness),
     ("trace", lambda m: bool(m["trace"]), hessian_trace),
     ("minibatch", lambda m: bool(m["minibatch"]), minibatch),
+    ("lssr", lambda m: bool(m["lssr"]), lssr),
 ]
 """(measure key, wanted(measure section), take(ctx)), run in this order."""
 

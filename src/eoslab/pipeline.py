@@ -18,7 +18,14 @@ import yaml
 
 from eoslab.config import ConfigError, check, digest, set_key, validate
 
-COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate}
+
+def _validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
+    from eoslab.sweep import validate_sweep  # imports the engine
+
+    return validate_sweep(config)
+
+
+COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate, "sweep": _validate_sweep}
 """A family's ``command`` (the ``eoslab`` subcommand that makes each of its files) → the validator of its configs."""
 
 

@@ -3,7 +3,8 @@
 Schema (every variable carries ``long_name`` and ``units``; :data:`VARIABLES` is the single source):
 
 - dims: ``step`` (measurement steps t), ``iteration`` (every training step), ``eig`` (1..k), ``batch_draw``
-  (mini-batches of an estimator), ``layer`` (module names, e.g. "0", "2").
+  (mini-batches of an estimator), ``layer`` (module names, e.g. "0", "2"), ``lssr_b`` (the batch sizes of the ρ_b
+  measurements); a sweep's file (:mod:`eoslab.sweep`) has one dimension ``cell``.
 - global attrs: ``config`` (the validated run config, JSON), ``config_hash``, ``eoslab_version``, ``git_commit``,
   ``torch_version``, ``device``, ``seed``, ``eta`` (optimizer.lr), ``wall_time_s``, ``status``
   ("running" while a run flushes partial results, then "complete" or "diverged"), ``diverged`` (0/1),
@@ -51,6 +52,22 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "batch_loss": (("iteration",), "loss of the batch stepped on", "1"),
     "step_grad_norm": (("iteration",), "‖g‖ of the gradient stepped on", "1"),
     "lr_eff": (("iteration", "layer"), "effective step size η_k·s of the layer's parameters", "1"),
+    "rho_1": (("step",), "ρ = ρ_1 = tr(S_n)/tr(S_1) = ‖∇L‖²/mean_i ‖∇ℓ_i‖²", "1"),
+    "lssr_batch_size": (("step", "lssr_b"), "batch size b of the ρ_b measurements", "count"),
+    "rho_b_exact": (("step", "lssr_b"), "ρ_b = ‖∇L‖²/E‖g_b‖², exact, sampling without replacement", "1"),
+    "rho_b_mc": (("step", "lssr_b"), "ρ_b, Monte Carlo, without replacement", "1"),
+    "rho_b_mc_se": (("step", "lssr_b"), "standard error of the Monte-Carlo ρ_b, without replacement", "1"),
+    "rho_b_exact_iid": (("step", "lssr_b"), "ρ_b = ‖∇L‖²/E‖g_b‖², exact, sampling with replacement", "1"),
+    "rho_b_mc_iid": (("step", "lssr_b"), "ρ_b, Monte Carlo, with replacement", "1"),
+    "rho_b_mc_se_iid": (("step", "lssr_b"), "standard error of the Monte-Carlo ρ_b, with replacement", "1"),
+    "final_train_loss": (("cell",), "training loss at the cell's last measurement", "1"),
+    "final_train_accuracy": (("cell",), "training accuracy at the cell's last measurement", "1"),
+    "final_test_loss": (("cell",), "test loss at the cell's last measurement", "1"),
+    "final_test_accuracy": (("cell",), "test accuracy at the cell's last measurement", "1"),
+    "final_sharpness": (("cell",), "λmax of the full-batch Hessian at the cell's last measurement", "1"),
+    "stop_step": (("cell",), "the cell's last step", "count"),
+    "examples_seen": (("cell",), "examples seen: steps × b (full batch: × n)", "count"),
+    "diverged": (("cell",), "1 if the cell diverged", "1"),
 }
 
 
