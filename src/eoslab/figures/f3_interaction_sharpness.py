@@ -148,7 +148,7 @@ def plot(runs: xr.Dataset, summary: dict[str, Any]) -> Figure:
     styles = ["-", "--", ":"]
     for style, i in zip(styles, gd, strict=False):
         eta = float(runs["eta"].values[i])
-        for ax in (a, b):
+        for ax in (a, b) if i == gd[0] else (a,):
             plotting.line(
                 ax, _series(runs, "sharpness", i), color="tab:blue", linestyle=style, label=f"‖H‖, GD η={eta:g}"
             )
@@ -168,7 +168,7 @@ def plot(runs: xr.Dataset, summary: dict[str, Any]) -> Figure:
         plotting.edge(ax)
         ax.set(title=title, xlabel="step t", ylabel="sharpness · η/2")
     a.legend(fontsize=7, loc="lower right")
-    b.legend(fontsize=7, loc="center left")
+    b.legend(fontsize=7, loc="lower right")
     sgd = sorted((i for i in range(runs.sizes["run"]) if not np.isnan(_batch(runs, i))), key=lambda i: _batch(runs, i))
     for color, i in zip(plotting.palette(len(sgd)), sgd, strict=True):
         ratio = runs["interaction_sharpness"].isel(run=i) * runs["eta"].values[i] / (2 * runs["rho"].isel(run=i))
