@@ -194,6 +194,16 @@ def test_stopping_rule(rule, stop, reason, last):
     assert ds.step.values[-1] == last and ds.sizes["iteration"] == last
 
 
+def test_train_loss_target_stops_at_the_first_measurement_below_it():
+    config = {**RANDOM, "optimizer": {"rule": "sgd", "lr": 0.5, "batch_size": 8}, "measure": {"every": 5}}
+    free = run(config)
+    target = float(free.train_loss.sel(step=15)) + 1e-12
+    first = int(free.step[free.train_loss < target][0])
+    stopped = run({**config, "stop": {"train_loss": target}})
+    assert 0 < first <= 15 and stopped.attrs["stop_step"] == first and stopped.attrs["stop_reason"] == "train_loss"
+    np.testing.assert_array_equal(stopped.train_loss.values, free.train_loss.sel(step=slice(0, first)).values)
+
+
 # ------------------------------------------------------------------------------------- divergence: a quadratic
 
 
