@@ -56,23 +56,25 @@ def rho_table(run: xr.Dataset) -> pd.DataFrame:
 
 
 def grid_table(sweeps: list[xr.Dataset]) -> pd.DataFrame:
-    """One row per cell of every sweep: b, η, seed, final test accuracy, final sharpness·η/2, stop reason."""
+    """One row per cell of every sweep: b, η, seed, final test accuracy, final sharpness·η/2 (NaN if the cell
+    diverged), stop reason."""
     rows = []
     for ds in sweeps:
         b = json.loads(ds.attrs["config"])["optimizer"]["batch_size"]
         for i in range(ds.sizes["cell"]):
             cell = ds.isel(cell=i)
             eta = float(cell["optimizer.lr"])
+            diverged = bool(cell.diverged)  # a diverged cell has no final accuracy or sharpness (blank in the heatmap)
             rows.append(
                 {
                     "b": b,
                     "eta": eta,
                     "seed": int(cell["seed"]),
-                    "test_accuracy": float(cell.final_test_accuracy),
-                    "sharpness_edge": float(cell.final_sharpness) * eta / 2,
+                    "test_accuracy": np.nan if diverged else float(cell.final_test_accuracy),
+                    "sharpness_edge": np.nan if diverged else float(cell.final_sharpness) * eta / 2,
                     "stop_reason": str(cell.stop_reason.values),
                     "examples": float(cell.examples_seen),
-                    "diverged": bool(cell.diverged),
+                    "diverged": diverged,
                 }
             )
     return pd.DataFrame(rows)
@@ -83,7 +85,7 @@ def _slope(b: np.ndarray, eta: np.ndarray) -> float | None:
 
 
 def best_eta(cells: pd.DataFrame) -> pd.Series:
-    """b → the η of the highest accuracy (diverged cells count as 0)."""
+    """b → the η of the highest accuracy (diverged cells, NaN, count as 0)."""
     acc = cells.assign(test_accuracy=cells.test_accuracy.fillna(0.0))
     return acc.loc[acc.groupby("b").test_accuracy.idxmax()].set_index("b").eta
 
@@ -92,7 +94,8 @@ def summary(rho_run: xr.Dataset, sweeps: list[xr.Dataset], profile: str) -> dict
     """The figure's numbers: the ρ_b identities (asserted) and the heatmap's best η per b (reported)."""
     rho = rho_table(rho_run)
     cells = grid_table(sweeps)
-    mean = cells.groupby(["b", "eta"], as_index=False)[["test_accuracy", "sharpness_edge"]].mean()
+    # seed means; a cell with any diverged seed counts as diverged (NaN: blank in the heatmap, never the best η)
+    mean = cells.groupby(["b", "eta"], as_index=False)[["test_accuracy", "sharpness_edge"]].mean(skipna=False)
     best = best_eta(mean)
     per_seed = {int(s): best_eta(c).tolist() for s, c in cells.groupby("seed")}
     inv_rho = float(1 / rho.groupby("step").rho_1.first().median())
