@@ -1,4 +1,4 @@
-"""Cost of one exact measurement of seed-free interaction traces tr(H S_b), tr(S_b) (Lee & Jang), on CPU.
+"""Cost of one exact measurement of the interaction traces tr(H S_b), tr(S_b) (Lee & Jang), on CPU.
 
     python benchmarks/exact_traces.py [--n 512,4096] [--chunks 4,16,64,all] [--threads 1]
 
