@@ -8,7 +8,7 @@ from helpers import PROBLEMS, dense_hessian, make_problem
 from torch.func import functional_call, grad
 
 import eoslab
-from eoslab.curvature import gamma, layers
+from eoslab.curvature import gamma, gradient_moments, interaction, layers, rho_b, sampled_rho_b
 from eoslab.operators import HessianOperator, ParamSpace
 
 
@@ -148,6 +148,46 @@ def test_interaction_sharpness_sampled_agrees_within_error_bars(replace):
     assert abs(mc.sharpness - exact.sharpness) < 4 * mc.sharpness_se
     assert abs(mc.rho - exact.rho) < 4 * mc.rho_se
     assert 0 < mc.sharpness_se < 0.05 * mc.sharpness
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_interaction_streams_gradients_in_chunks(exact):
+    """Any grad_chunk gives the same numbers (1e-10), and no HVP call ever sees more than grad_chunk rows."""
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    op = HessianOperator(model, loss_fn, X, y)
+    rows = []
+    matvec = op.matvec
+    op.matvec = lambda v: rows.append(v.reshape(-1, op.dim).shape[0]) or matvec(v)
+    kw = {"exact": exact, "generator": torch.Generator().manual_seed(0)}
+    whole = interaction(op, X, y, 4, 30, grad_chunk=len(X), **kw)
+    rows.clear()
+    kw["generator"] = torch.Generator().manual_seed(0)
+    chunked = interaction(op, X, y, 4, 30, grad_chunk=5, **kw)
+    assert max(rows) == 5 and sum(rows) == (len(X) + 1 if exact else 30)
+    for key in ("tr_HS", "tr_S", "tr_Sn", "tr_HS_se", "sharpness_se"):
+        assert getattr(chunked, key) == pytest.approx(getattr(whole, key), rel=1e-10, abs=1e-14)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_rho_b_eq12_equals_enumeration_and_monte_carlo(replace):
+    """Lee & Jang eq. 12 from ρ = ρ_1 equals ‖∇L‖²/E‖g_b‖² by enumerating every batch (1e-10), as does the
+    pair-counting value from per-example gradients; Monte Carlo lies within 3 standard errors."""
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    X, y = X[:7], y[:7]
+    op = HessianOperator(model, loss_fn, X, y)
+    moments = gradient_moments(op, X, y, grad_chunk=3)
+    g = op.gradient
+    for b in (1, 2, 3) if replace else (1, 2, 3, 7):
+        draws = itertools.product(range(7), repeat=b) if replace else itertools.combinations(range(7), b)
+        gs = torch.stack([HessianOperator(model, loss_fn, X[list(B)], y[list(B)]).gradient for B in draws])
+        want = (g @ g).item() / (gs * gs).sum(-1).mean().item()
+        assert rho_b(moments.rho, 7, b, replace) == pytest.approx(want, rel=1e-10)
+        assert moments.rho_b(b, replace) == pytest.approx(want, rel=1e-10)
+        if b < 7:
+            mc, se = sampled_rho_b(op, X, y, b, 2000, replace, torch.Generator().manual_seed(b))
+            assert abs(mc - want) < 3 * se and 0 < se < 0.05 * want
+    assert rho_b(0.1, 7, [1, 7], replace=False).tolist() == pytest.approx([0.1, 1.0])
+    assert rho_b(0.01, 10**6, 10**6, replace=True) == pytest.approx(1 / (1e-6 / 0.01 + 1 - 1e-6))
 
 
 def test_gamma():

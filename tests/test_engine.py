@@ -171,6 +171,40 @@ def test_measurement_schedule():
     assert "sharpness" not in ds and "minibatch_sharpness" not in ds and "layer_sharpness" in ds
 
 
+def test_dense_windows_add_measurements():
+    windows = [{"from": 13, "until": 17, "every": 2}, {"from": 21, "until": 22, "every": 1}]
+    config = validate({**RANDOM, "steps": 25, "measure": {"every": 10, "windows": windows}})
+    assert [t for t in range(26) if is_measure_step(t, config)] == [0, 10, 13, 15, 17, 20, 21, 22, 25]
+
+
+@pytest.mark.parametrize(
+    "rule, stop, reason, last",
+    [
+        ("sgd", {"examples": 100}, "examples", 13),  # ceil(100 / 8)
+        ("gd", {"examples": 200}, "examples", 4),  # ceil(200 / 64): GD sees n = 64 examples per step
+        ("sgd", {"examples": 10**6}, "steps", 30),
+        ("sgd", {"train_loss": 1e9}, "train_loss", 0),  # checked at every measurement, t = 0 included
+    ],
+)
+def test_stopping_rule(rule, stop, reason, last):
+    optimizer = {"rule": rule, "lr": 0.5} | ({"batch_size": 8} if rule == "sgd" else {})
+    measure = {"every": 5, "batch_size": 8, "test": False}
+    config = {**RANDOM, "optimizer": optimizer, "measure": measure, "stop": stop}
+    ds = run(config)
+    assert ds.attrs["stop_reason"] == reason and ds.attrs["stop_step"] == last
+    assert ds.step.values[-1] == last and ds.sizes["iteration"] == last
+
+
+def test_train_loss_target_stops_at_the_first_measurement_below_it():
+    config = {**RANDOM, "optimizer": {"rule": "sgd", "lr": 0.5, "batch_size": 8}, "measure": {"every": 5}}
+    free = run(config)
+    target = float(free.train_loss.sel(step=15)) + 1e-12
+    first = int(free.step[free.train_loss < target][0])
+    stopped = run({**config, "stop": {"train_loss": target}})
+    assert 0 < first <= 15 and stopped.attrs["stop_step"] == first and stopped.attrs["stop_reason"] == "train_loss"
+    np.testing.assert_array_equal(stopped.train_loss.values, free.train_loss.sel(step=slice(0, first)).values)
+
+
 # ------------------------------------------------------------------------------------- divergence: a quadratic
 
 

@@ -1,4 +1,6 @@
-"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]``, ``eoslab limit`` and ``eoslab config``.
+"""Command line: ``eoslab run CONFIG.yaml --out RUN.nc [--set key=value ...]``, ``eoslab limit`` (a divergence
+search, :mod:`eoslab.limits`), ``eoslab sweep`` (many short runs in one process, :mod:`eoslab.sweep`) and
+``eoslab config``.
 
 Fits Snakemake and Unix habits: the config comes from a file, '-' (standard input) or --json; the result goes
 to --out; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
@@ -19,7 +21,7 @@ def _config(args: argparse.Namespace) -> dict:
     from eoslab.config import ConfigError, load_config
     from eoslab.pipeline import COMMANDS
 
-    validator = COMMANDS["limit" if args.command == "limit" else "run"]
+    validator = COMMANDS[args.command if args.command in COMMANDS else "run"]
     if args.json is not None:
         return load_config(text=args.json, overrides=args.set, validator=validator)
     if args.config == "-":
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = [
         ("run", "train and measure one run"),
         ("limit", "divergence search: the largest constant step size (Algorithm 2 of Fox 2023)"),
+        ("sweep", "run every cell of a sweep config in one process (many short runs)"),
         ("config", "print the validated config and hash"),
     ]
     for name, help_text in commands:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optimizer.lr=0.1"
         )
-        if name in ("run", "limit"):
+        if name in ("run", "limit", "sweep"):
             p.add_argument("--out", required=True, help="NetCDF file to write (atomically)")
             p.add_argument("--threads", type=int, help="torch threads (Snakemake passes {threads})")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
 
             ds = limit(config, args.out)
             print(f"{args.out}: max_lr {ds.attrs['max_lr']:.5g} ({ds.attrs['n_trials']} trials)", file=sys.stderr)
+            return 0
+        if args.command == "sweep":
+            from eoslab.sweep import run_sweep
+
+            ds = run_sweep(config, args.out, quiet=args.quiet)
+            print(f"{args.out}: {ds.sizes['cell']} cells after {ds.attrs['wall_time_s']:.1f} s", file=sys.stderr)
             return 0
         from eoslab.engine import run
 

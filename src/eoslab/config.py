@@ -86,6 +86,31 @@ SCHEMA: dict[str, Any] = _obj(
                 "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
                 "test": {"type": "boolean", "default": True},
                 "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
+                "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
+                "windows": {
+                    "type": "array",
+                    "default": [],
+                    "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
+                    "items": _obj(
+                        {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
+                        ("from", "until", "every"),
+                    ),
+                },
+            }
+        ),
+        "stop": _obj(
+            {
+                "train_loss": {
+                    "type": ["number", "null"],
+                    "default": None,
+                    "description": "stop at the first measurement whose full-batch training loss is below this",
+                },
+                "examples": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "default": None,
+                    "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
+                },
             }
         ),
         "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),

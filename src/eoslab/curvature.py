@@ -7,10 +7,12 @@ full-batch quantities). Mini-batches are drawn by :func:`sample_batches`: b dist
 γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples (with replacement, γ = 1), independently for each of the m batches.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
@@ -282,9 +284,35 @@ class InteractionSharpness:
         )
 
 
-def gamma(n: int, batch_size: int, replace: bool) -> float:
+def gamma(n: int, batch_size: ArrayLike, replace: bool) -> ArrayLike:
     """γ_{n,b} = (n − b)/(n − 1) without replacement, 1 with replacement (Lee & Jang): C_b = (γ/b)(S_1 − S_n)."""
     return 1.0 if replace else (n - batch_size) / (n - 1)
+
+
+def quadratic_forms(op: HessianOperator, rows: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """gᵀHg and ‖g‖² of every row g, consuming ``rows`` ((c, dim) blocks) one block at a time.
+
+    Memory holds one block and its c vmapped HVPs, never all rows: vmapping hundreds of HVPs at once is also
+    slower (memory-bound) than blocks of ~16 (``benchmarks/exact_traces.py``).
+    """
+    gHg, gg = [], []
+    for g in rows:
+        gHg.append((g * op.matvec(g)).sum(-1))
+        gg.append((g * g).sum(-1))
+    return torch.cat(gHg), torch.cat(gg)
+
+
+def batch_gradients(op: HessianOperator, X: Tensor, y: Tensor, batches: Tensor, chunk: int = 16) -> Iterator[Tensor]:
+    """g_B = ∇L_B at the operator's θ for every row of ``batches`` ((m, b) example indices), as (≤ chunk, dim)
+    blocks (vmap of grad); ``batches`` = arange(n)[:, None] gives the per-example gradients g_i = ∇ℓ_i."""
+    fn = vmap(grad(op.f), in_dims=(None, 0, 0))
+    for i in batches.split(chunk):
+        yield op.space.flatten(fn(op.theta, X[i], y[i]), batch_dims=1)
+
+
+def per_example(n: int) -> Tensor:
+    """The (n, 1) "batches" of single examples."""
+    return torch.arange(n)[:, None]
 
 
 def interaction(
@@ -296,34 +324,25 @@ def interaction(
     exact: bool = False,
     replace: bool = False,
     generator: torch.Generator | None = None,
+    grad_chunk: int = 16,
 ) -> InteractionSharpness:
     """tr(H S_b), tr(S_b), tr(S_n) with the full-batch operator ``op`` over the same (X, y).
 
     Sampled (default): m mini-batch gradients g_b, tr(H S_b) ≈ mean g_bᵀ H g_b and tr(S_b) ≈ mean ‖g_b‖².
     ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
     tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
-    (n HVPs, vectorised).
+    (n + 1 HVPs). Either way the gradients are streamed ``grad_chunk`` rows at a time: memory O(grad_chunk·dim), never
+    O(n·dim).
     """
     g_full = op.gradient
     gg = (g_full @ g_full).item()
-    batch_grads = vmap(grad(op.f), in_dims=(None, 0, 0))
     if exact:
-        size = next(len(Xc) for _, Xc, _ in op.chunks)
-        gi = torch.cat(
-            [
-                op.space.flatten(batch_grads(op.theta, Xc[:, None], yc[:, None]), batch_dims=1)
-                for Xc, yc in zip(X.split(size), y.split(size), strict=True)
-            ]
-        )
+        gHg_i, gg_i = quadratic_forms(op, batch_gradients(op, X, y, per_example(len(X)), grad_chunk))
         c = gamma(len(X), batch_size, replace) / batch_size
         gHg = (g_full @ op.matvec(g_full)).item()
-        tr_HS1 = (gi * op.matvec(gi)).sum(-1).mean().item()
-        tr_S1 = (gi * gi).sum(-1).mean().item()
-        return InteractionSharpness(c * tr_HS1 + (1 - c) * gHg, c * tr_S1 + (1 - c) * gg, gg)
+        return InteractionSharpness(c * gHg_i.mean().item() + (1 - c) * gHg, c * gg_i.mean().item() + (1 - c) * gg, gg)
     idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
-    gb = op.space.flatten(batch_grads(op.theta, X[idx], y[idx]), batch_dims=1)
-    a = (gb * op.matvec(gb)).sum(-1)
-    s = (gb * gb).sum(-1)
+    a, s = quadratic_forms(op, batch_gradients(op, X, y, idx, grad_chunk))
     m = len(a)
     ratio = a.mean() / s.mean()
     # delta method for a ratio of means: Var(ā/s̄) ≈ Var(a − r·s)/(m·s̄²)
@@ -352,6 +371,7 @@ def interaction_sharpness(
     params: Params | None = None,
     chunk_size: int | None = None,
     generator: torch.Generator | None = None,
+    grad_chunk: int = 16,
 ) -> InteractionSharpness:
     """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang).
 
@@ -359,7 +379,71 @@ def interaction_sharpness(
     """
     check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
-    return interaction(op, X, y, batch_size, n_batches, exact, replace, generator)
+    return interaction(op, X, y, batch_size, n_batches, exact, replace, generator, grad_chunk)
+
+
+def rho_b(rho: float, n: int, batch_size: ArrayLike, replace: bool = False) -> np.ndarray:
+    """ρ_b = 1 / [(γ_{n,b}/b)/ρ + 1 − γ_{n,b}/b] (Lee & Jang eq. 12, the LSSR curve) from ρ = ρ_1 = tr(S_n)/tr(S_1).
+
+    ≈ bρ/γ for small b (linear), → 1 for large b (saturation); γ_{n,b} as in :func:`gamma`, for an array of b.
+    """
+    b = np.asarray(batch_size, dtype=float)
+    c = gamma(n, b, replace) / b
+    return 1.0 / (c / rho + 1.0 - c)
+
+
+@dataclass(frozen=True)
+class GradientMoments:
+    """Per-example gradient moments at θ: n, ‖∇L‖² = tr(S_n), m2 = (1/n)Σ‖g_i‖² = tr(S_1) and ‖Σ_i g_i‖²."""
+
+    n: int
+    tr_Sn: float
+    m2: float
+    sum_sq: float
+
+    @property
+    def rho(self) -> float:
+        """ρ = ρ_1 = tr(S_n)/tr(S_1)."""
+        return self.tr_Sn / self.m2
+
+    def second_moment(self, batch_size: int, replace: bool = False) -> float:
+        """E‖g_b‖² by counting pairs: (1/b)·m2 + (1 − 1/b)·E[g_iᵀg_j], the two indices of a pair distinct
+        (mean over i ≠ j: (‖Σg_i‖² − n·m2)/(n(n−1))) or independent (‖Σg_i‖²/n²)."""
+        n = self.n
+        cross = self.sum_sq / n**2 if replace else (self.sum_sq - n * self.m2) / (n * (n - 1))
+        return self.m2 / batch_size + (1 - 1 / batch_size) * cross
+
+    def rho_b(self, batch_size: int, replace: bool = False) -> float:
+        """ρ_b = ‖∇L‖²/E‖g_b‖², exact."""
+        return self.tr_Sn / self.second_moment(batch_size, replace)
+
+
+def gradient_moments(op: HessianOperator, X: Tensor, y: Tensor, grad_chunk: int = 16) -> GradientMoments:
+    """:class:`GradientMoments` from the per-example gradients, streamed ``grad_chunk`` at a time (no HVPs)."""
+    total, m2 = torch.zeros_like(op.gradient), 0.0
+    for g in batch_gradients(op, X, y, per_example(len(X)), grad_chunk):
+        total += g.sum(0)
+        m2 += (g * g).sum().item()
+    g_full = op.gradient
+    return GradientMoments(len(X), (g_full @ g_full).item(), m2 / len(X), (total @ total).item())
+
+
+def sampled_rho_b(
+    op: HessianOperator,
+    X: Tensor,
+    y: Tensor,
+    batch_size: int,
+    n_batches: int,
+    replace: bool = False,
+    generator: torch.Generator | None = None,
+    grad_chunk: int = 16,
+) -> tuple[float, float]:
+    """Monte-Carlo ρ_b = ‖∇L‖² / mean_j ‖g_{B_j}‖² over m sampled batches, and its standard error (delta method)."""
+    idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
+    s = torch.cat([(g * g).sum(-1) for g in batch_gradients(op, X, y, idx, grad_chunk)])
+    gg = (op.gradient @ op.gradient).item()
+    mean = s.mean().item()
+    return gg / mean, gg / mean * (s.std() / n_batches**0.5).item() / mean
 
 
 def hutchinson(op: HessianOperator, n_probes: int = 100, generator: torch.Generator | None = None) -> Estimate:

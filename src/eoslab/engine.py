@@ -2,7 +2,9 @@
 
 ``run(config, out)`` is the whole job: validate, build data and model (seeded), then for t = 0..steps:
 take the step's batch gradient, stop if the loss is non-finite or above ``divergence.max_loss`` (a diverged run
-is a result: it is recorded and the file is written), measure if t is on the schedule, update. Measurements of
+is a result: it is recorded and the file is written), measure if t is on the schedule, update. The run ends at
+``steps``, earlier when ``stop.examples`` examples were seen, or at the first measurement whose training loss is below
+``stop.train_loss``; attrs ``stop_reason`` and ``stop_step`` say which and when. Measurements of
 the full-batch Hessian share one operator per measurement step (one graph build: FullBS, directional sharpness,
 layer sharpness, gradient norms, tr(H S_b), Hutchinson); MiniBS and Batch Sharpness share one stacked
 mini-batch operator. Eigenvectors warm-start the next measurement.
@@ -117,12 +119,33 @@ class State:
     diverged_step: int = -1
     last_finite_loss: float = math.nan
     saved: dict[int, list[float]] = field(default_factory=dict)
+    stop_reason: str = "steps"
 
 
-def is_measure_step(t: int, config: dict[str, Any]) -> bool:
-    """Measure at t = 0, every ``every`` steps, every ``early_every`` steps up to ``early_until``, and at the end."""
+def is_measure_step(t: int, config: dict[str, Any], last: int | None = None) -> bool:
+    """Measure at t = 0, every ``every`` steps, every ``early_every`` steps up to ``early_until``, every ``every``
+    steps of each dense window (counted from its ``from``), and at the end (``last``, default ``steps``)."""
     m = config["measure"]
-    return t % m["every"] == 0 or (t <= m["early_until"] and t % m["early_every"] == 0) or t == config["steps"]
+    return (
+        t % m["every"] == 0
+        or (t <= m["early_until"] and t % m["early_every"] == 0)
+        or any(w["from"] <= t <= w["until"] and (t - w["from"]) % w["every"] == 0 for w in m["windows"])
+        or t == (config["steps"] if last is None else last)
+    )
+
+
+def last_step(config: dict[str, Any], n: int) -> tuple[int, str]:
+    """The run's final step and its stop reason: ``steps`` ("steps"), or fewer when ``stop.examples`` runs out
+    first ("examples"; SGD sees b examples per step, full-batch rules n)."""
+    budget, steps = config["stop"]["examples"], config["steps"]
+    short = steps if budget is None else math.ceil(budget / (config["optimizer"]["batch_size"] or n))
+    return (short, "examples") if short < steps else (steps, "steps")
+
+
+def reached_target(values: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a measurement's full-batch training loss is below ``stop.train_loss``."""
+    target = config["stop"]["train_loss"]
+    return target is not None and values["train_loss"] < target
 
 
 def next_batch(state: State, n: int, config: dict[str, Any], gen: torch.Generator) -> Tensor | None:
@@ -217,6 +240,8 @@ def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str
         "diverged": int(state.diverged_step >= 0),
         "diverged_step": state.diverged_step,
         "last_finite_loss": state.last_finite_loss,
+        "stop_reason": "diverged" if state.diverged_step >= 0 else state.stop_reason,
+        "stop_step": state.step,
     }
     return to_dataset(state.measured, state.per_iteration, list(layers(problem.model)), attrs, state.saved)
 
@@ -266,7 +291,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     problem = build_problem(config)
     f = objective(problem.model, problem.loss_fn, dict(problem.model.named_buffers()))
     layer_params = layers(problem.model)
-    opt, steps = config["optimizer"], config["steps"]
+    opt = config["optimizer"]
     if opt["rule"] == "sgd" and opt["batch_size"] > len(problem.X):
         raise ConfigError(f"optimizer.batch_size: {opt['batch_size']} exceeds the {len(problem.X)} training examples")
     m, b = config["measure"], config["measure"]["batch_size"] or opt["batch_size"]
@@ -287,6 +312,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
         train_gen.get_state(),
         measure_gen.get_state(),
     )
+    steps, state.stop_reason = last_step(config, len(problem.X))
     train_gen.set_state(state.train_rng)
     measure_gen.set_state(state.measure_rng)
     started = time.perf_counter() - state.elapsed
@@ -305,12 +331,15 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
                 state.diverged_step = t
                 break
             state.last_finite_loss = loss
-        if is_measure_step(t, config):
+        if is_measure_step(t, config, steps):
             values = measure(problem, state.params, config, state, measure_gen)
             _record(state.measured, {"step": t} | _pad_missing(state.measured, values))
             n_measured += 1
             if _is_diverged(values["train_loss"], config):
                 state.diverged_step = t
+                break
+            if t < steps and reached_target(values, config):
+                state.stop_reason = "train_loss"
                 break
             if "sharpness" in values:
                 bar.set_postfix(loss=f"{values['train_loss']:.3g}", sharpness=f"{values['sharpness'][0].item():.4g}")

@@ -19,6 +19,7 @@ from eoslab.curvature import (
     batch_directional,
     directional,
     eigs,
+    gradient_moments,
     hutchinson,
     interaction,
     layer_eigs,
@@ -26,6 +27,7 @@ from eoslab.curvature import (
     layers,
     minibatch_eigs,
     sample_batches,
+    sampled_rho_b,
 )
 from eoslab.eigen import EigResult, lanczos, start_vector
 from eoslab.noise_kernel import NTK_SCALE, critical_lr, noise_kernel_norm, ntk_eigenvalues
@@ -179,6 +181,21 @@ def noise_kernel(ctx: Context) -> dict[str, Any]:
     }
 
 
+def lssr(ctx: Context) -> dict[str, Any]:
+    """ρ = ρ_1 and, for b = 1, 2, 4, …, ≤ n, ρ_b = ‖∇L‖²/E‖g_b‖² exact (per-example gradients, pair counting) and by
+    Monte Carlo over ``measure.lssr`` batches with its standard error, without and with (``_iid``) replacement."""
+    n = len(ctx.X)
+    sizes = [2**k for k in range(n.bit_length()) if 2**k <= n]
+    moments = gradient_moments(ctx.op, ctx.X, ctx.Y)
+    out: dict[str, Any] = {"rho_1": moments.rho, "lssr_batch_size": sizes}
+    for replace, suffix in ((False, ""), (True, "_iid")):
+        mc = [sampled_rho_b(ctx.op, ctx.X, ctx.Y, b, ctx.m["lssr"], replace, ctx.gen) for b in sizes]
+        out[f"rho_b_exact{suffix}"] = [moments.rho_b(b, replace) for b in sizes]
+        out[f"rho_b_mc{suffix}"] = [value for value, _ in mc]
+        out[f"rho_b_mc_se{suffix}"] = [se for _, se in mc]
+    return out
+
+
 Wanted = Callable[[dict[str, Any]], bool]
 MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("sharpness", lambda m: m["sharpness"], full_sharpness),
@@ -190,6 +207,7 @@ MEASUREMENTS: list[tuple[str, Wanted, Callable[[Context], dict[str, Any]]]] = [
     ("minibatch", lambda m: bool(m["minibatch"]), minibatch),
     ("preconditioned", lambda m: m["preconditioned"], preconditioned_sharpness),
     ("noise_kernel", lambda m: m["noise_kernel"], noise_kernel),
+    ("lssr", lambda m: bool(m["lssr"]), lssr),
 ]
 """(measure key, wanted(measure section), take(ctx)), run in this order."""
 

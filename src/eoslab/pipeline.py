@@ -21,7 +21,23 @@ from eoslab.config import ConfigError, check, digest, set_key, validate
 from eoslab.limits import validate_limit
 from eoslab.store import is_intact, open_run
 
-COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"run": validate, "limit": validate_limit}
+
+def _validate_limit(config: Mapping[str, Any]) -> dict[str, Any]:
+
+    return validate_limit(config)
+
+
+def _validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
+    from eoslab.sweep import validate_sweep  # imports the engine
+
+    return validate_sweep(config)
+
+
+COMMANDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "run": validate,
+    "limit": _validate_limit,
+    "sweep": _validate_sweep,
+}
 """A family's ``command`` (the ``eoslab`` subcommand that makes each of its files) → the validator of its configs."""
 
 

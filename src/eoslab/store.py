@@ -3,12 +3,15 @@
 Schema (every variable carries ``long_name`` and ``units``; :data:`VARIABLES` is the single source):
 
 - dims: ``step`` (measurement steps t), ``iteration`` (every training step), ``eig`` (1..k), ``batch_draw``
-  (mini-batches of an estimator), ``layer`` (module names, e.g. "0", "2").
+  (mini-batches of an estimator), ``layer`` (module names, e.g. "0", "2"), ``lssr_b`` (the batch sizes of the ρ_b
+  measurements); a sweep's file (:mod:`eoslab.sweep`) has one dimension ``cell``.
 - global attrs: ``config`` (the validated run config, JSON), ``config_hash``, ``eoslab_version``, ``git_commit``,
   ``torch_version``, ``device``, ``seed``, ``eta`` (optimizer.lr), ``wall_time_s``, ``status``
   ("running" while a run flushes partial results, then "complete" or "diverged"), ``diverged`` (0/1),
   ``diverged_step`` (−1 if not) and ``last_finite_loss``; ``code_hash``/``git_dirty`` (the code that made it).
 - every variable carries a ``checksum`` attribute (SHA-256 of its values), verified when the file is opened.
+  ``diverged_step`` (−1 if not), ``last_finite_loss``, ``stop_reason`` ("steps", "examples", "train_loss" or
+  "diverged") and ``stop_step`` (the last step reached).
 
 Only the variables a run measured are present. :func:`open_runs` stacks finished runs along a ``run`` dimension.
 Files are written whole: serialised in memory, written to a unique temporary sibling, fsynced, renamed over the
@@ -61,6 +64,22 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "ntk_max": (("step",), "λmax of the NTK scaled to the loss (the Gauss–Newton sharpness)", "1"),
     "critical_lr": (("step",), "η_c with 𝒦(η_c) = 1 at the run's batch size (the stochastic edge)", "1"),
     "saved_params": (("saved_step", "parameter"), "flat parameter vector θ saved at the step (init.file)", "1"),
+    "rho_1": (("step",), "ρ = ρ_1 = tr(S_n)/tr(S_1) = ‖∇L‖²/mean_i ‖∇ℓ_i‖²", "1"),
+    "lssr_batch_size": (("step", "lssr_b"), "batch size b of the ρ_b measurements", "count"),
+    "rho_b_exact": (("step", "lssr_b"), "ρ_b = ‖∇L‖²/E‖g_b‖², exact, sampling without replacement", "1"),
+    "rho_b_mc": (("step", "lssr_b"), "ρ_b, Monte Carlo, without replacement", "1"),
+    "rho_b_mc_se": (("step", "lssr_b"), "standard error of the Monte-Carlo ρ_b, without replacement", "1"),
+    "rho_b_exact_iid": (("step", "lssr_b"), "ρ_b = ‖∇L‖²/E‖g_b‖², exact, sampling with replacement", "1"),
+    "rho_b_mc_iid": (("step", "lssr_b"), "ρ_b, Monte Carlo, with replacement", "1"),
+    "rho_b_mc_se_iid": (("step", "lssr_b"), "standard error of the Monte-Carlo ρ_b, with replacement", "1"),
+    "final_train_loss": (("cell",), "training loss at the cell's last measurement", "1"),
+    "final_train_accuracy": (("cell",), "training accuracy at the cell's last measurement", "1"),
+    "final_test_loss": (("cell",), "test loss at the cell's last measurement", "1"),
+    "final_test_accuracy": (("cell",), "test accuracy at the cell's last measurement", "1"),
+    "final_sharpness": (("cell",), "λmax of the full-batch Hessian at the cell's last measurement", "1"),
+    "stop_step": (("cell",), "the cell's last step", "count"),
+    "examples_seen": (("cell",), "examples seen: steps × b (full batch: × n)", "count"),
+    "diverged": (("cell",), "1 if the cell diverged", "1"),
 }
 
 

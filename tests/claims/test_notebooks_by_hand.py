@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
         ("00_analytic_toys", "f0_analytic_toys"),
         ("07_stochastic_eos", "f7_stochastic_eos"),
         ("08_ngd_sqrt_loss", "f8_ngd_sqrt_loss"),
+        ("03_interaction_sharpness", "f3_interaction_sharpness"),
+        ("04_lssr", "f4_lssr"),
     ],
 )
 def test_notebook_runs_by_hand(tmp_path, monkeypatch, load_summary, notebook, figure):

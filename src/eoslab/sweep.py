@@ -1,0 +1,119 @@
+"""``eoslab sweep``: many short runs of one config in one process, one NetCDF with a ``cell`` dimension.
+
+A sweep config is a run config plus a ``sweep`` section, ``{"grid": {dotted key: [values]}}``: one cell per point
+of the grid's Cartesian product (e.g. every learning rate × seed for one batch size), each an ordinary
+:func:`eoslab.engine.run` without a file. The process and torch start once per sweep rather than once per cell.
+Each cell's final numbers (losses and accuracies at its last measurement, the full-batch sharpness there, its stop
+step and reason, examples seen, divergence) are written with the grid's values as ``cell`` coordinates. Use the run
+config's ``stop`` section for one stopping rule across cells.
+"""
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+import eoslab
+from eoslab.config import ConfigError, _obj, check, digest, set_key, validate
+from eoslab.engine import build_problem, run
+from eoslab.pipeline import merge
+from eoslab.runfiles import code_version, write_run
+from eoslab.store import VARIABLES
+
+SCHEMA = _obj(
+    {"grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}}},
+    ("grid",),
+)
+
+
+def cells(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid's points in order (last key fastest), each a dict dotted key → value."""
+    grid = config["sweep"]["grid"]
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def cell_config(config: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated run config of one cell: the sweep's run config with the cell's values set."""
+    over: dict[str, Any] = {}
+    for key, value in cell.items():
+        set_key(over, key, value)
+    base = {k: v for k, v in config.items() if k != "sweep"}
+    return validate(merge(base, over) | {"name": f"{base['name']}-" + "-".join(f"{k}{v}" for k, v in cell.items())})
+
+
+def validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated sweep config (run config with defaults + ``sweep``); every cell's config is validated too, and a
+    bad value raises ``ConfigError`` naming the key."""
+    config = dict(config)
+    if "sweep" not in config:
+        raise ConfigError("sweep: missing section {grid: {dotted key: [values]}}")
+    out = validate({k: v for k, v in config.items() if k != "sweep"}) | {
+        "sweep": check(config["sweep"], SCHEMA, "sweep")
+    }
+    for cell in cells(out):
+        try:
+            cell_config(out, cell)
+        except ConfigError as error:
+            raise ConfigError(f"sweep.grid: {error}") from error
+    return out
+
+
+def final(ds: xr.Dataset, n: int) -> dict[str, Any]:
+    """One cell's final numbers from its run Dataset."""
+    last = ds.isel(step=-1)
+    out = {
+        f"final_{k}": float(last[k]) if k in last else math.nan
+        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    }
+    out["final_sharpness"] = float(last["sharpness"].sel(eig=1)) if "sharpness" in last else math.nan
+    config = json.loads(ds.attrs["config"])
+    out["stop_step"] = ds.attrs["stop_step"]
+    out["examples_seen"] = ds.attrs["stop_step"] * (config["optimizer"]["batch_size"] or n)
+    out["diverged"] = ds.attrs["diverged"]
+    return out
+
+
+def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: bool = True) -> xr.Dataset:
+    """Run every cell of a sweep config; with ``out``, write the NetCDF there (atomically, once at the end)."""
+    config = validate_sweep(config)
+    started = time.perf_counter()
+    points, rows, reasons = cells(config), [], []
+    n = len(build_problem(cell_config(config, points[0])).X)  # examples per full-batch step
+    for i, cell in enumerate(points):
+        ds = run(cell_config(config, cell))
+        rows.append(final(ds, n))
+        reasons.append(ds.attrs["stop_reason"])
+        if not quiet:
+            print(f"cell {i + 1}/{len(points)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+    coords: dict[str, Any] = {"cell": np.arange(len(points)), "stop_reason": ("cell", reasons)}
+    for key in config["sweep"]["grid"]:
+        coords[key] = ("cell", [c[key] for c in points])
+    data = {
+        k: xr.Variable(
+            "cell",
+            np.asarray([r[k] for r in rows], dtype=float),
+            {"long_name": VARIABLES[k][1], "units": VARIABLES[k][2]},
+        )
+        for k in rows[0]
+    }
+    attrs = {
+        "config": json.dumps(config, sort_keys=True),
+        "config_hash": digest(config),
+        "eoslab_version": eoslab.__version__,
+        **code_version(),
+        "torch_version": str(torch.__version__),
+        "device": config["device"],
+        "wall_time_s": time.perf_counter() - started,
+        "status": "complete",
+    }
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    if out is not None:
+        write_run(ds, Path(out))
+    return ds
