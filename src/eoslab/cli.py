@@ -9,8 +9,6 @@ import argparse
 import json
 import sys
 
-import torch
-
 from eoslab.config import ConfigError, config_hash, load_config
 
 
@@ -44,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps({"config_hash": config_hash(config), "config": config}, indent=2, sort_keys=True))
             return 0
+        import torch  # lazily, like the engine: `eoslab config` and --help need neither
+
         from eoslab.engine import run
 
         if args.threads:

@@ -24,8 +24,7 @@ from typing import Any
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
-from tqdm.auto import tqdm
+from torch.func import functional_call
 
 import eoslab
 from eoslab.config import ConfigError, config_hash, validate
@@ -34,7 +33,7 @@ from eoslab.data import load_data
 from eoslab.losses import LossFn, get_loss
 from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
-from eoslab.operators import HessianOperator, Params, objective
+from eoslab.operators import HessianOperator, Params, grad_and_value, objective
 from eoslab.optim import apply_step, grad_norm, rule_scale, step_sizes
 from eoslab.store import to_dataset, write_atomic
 
@@ -268,6 +267,8 @@ def run(config: dict[str, Any], out: str | Path | None = None, quiet: bool = Tru
     train_gen.set_state(state.train_rng)
     measure_gen.set_state(state.measure_rng)
     started = time.perf_counter() - state.elapsed
+    from tqdm.auto import tqdm  # lazily: a quiet DAG job does not need it
+
     bar = tqdm(total=steps, initial=state.step, disable=quiet, desc=config["name"], dynamic_ncols=True)
     n_measured = len(state.measured.get("step", []))
     while True:

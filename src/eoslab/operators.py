@@ -14,6 +14,7 @@ then bounded by one chunk, which is what the full-batch Hessian of 50k examples 
 """
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,13 +70,21 @@ def objective(model: nn.Module, loss_fn: LossFn, frozen: Params) -> ObjectiveFn:
     return f
 
 
-def row_wise(fn: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
-    """Apply a vector map to a (dim,) tensor or to each row of a (*batch, dim) tensor (vmapped)."""
-    if v.dim() == 1:
-        return fn(v)
-    flat = v.reshape(-1, v.shape[-1])
-    out = fn(flat[0])[None] if flat.shape[0] == 1 else vmap(fn)(flat)
-    return out.reshape(v.shape)
+def grad_and_value(f: Callable[..., Tensor]) -> Callable[..., tuple[Params, Tensor]]:
+    """``torch.func.grad_and_value(f)`` for f(θ, *args) with θ a parameter dict, by one eager backward pass.
+
+    Same numbers; it skips torch.func's first-call import of the compiler stack (``torch._dynamo``, ~0.9 s of CPU
+    per process), which every short engine job would pay for its training gradients.
+    """
+
+    def wrapper(theta: Params, *args: Any) -> tuple[Params, Tensor]:
+        leaves = {k: v.detach().requires_grad_() for k, v in theta.items()}
+        with torch.enable_grad():
+            value = f(leaves, *args)
+            grads = torch.autograd.grad(value, list(leaves.values()), materialize_grads=True)
+        return dict(zip(theta, grads, strict=True)), value.detach()
+
+    return wrapper
 
 
 class Graph:
@@ -97,14 +106,15 @@ class Graph:
     def hvp(self, tangent: Params, batched: bool = False) -> Params:
         if not self._grads:
             return {k: torch.zeros_like(t) for k, t in tangent.items()}
-        out = torch.autograd.grad(
-            list(self._grads.values()),
-            list(self.leaves.values()),
-            [tangent[k] for k in self._grads],
-            retain_graph=True,
-            materialize_grads=True,
-            is_grads_batched=batched,
-        )
+        leaves = list(self.leaves.values())
+        if batched:
+            tangents = [tangent[k] for k in self._grads]
+            out = torch.autograd.grad(
+                list(self._grads.values()), leaves, tangents, True, materialize_grads=True, is_grads_batched=True
+            )
+        else:  # ∂(gᵀv)/∂θ of the scalar: passing v as grad_outputs would import torch's symbolic-shapes module
+            dot = sum((g * tangent[k]).sum() for k, g in self._grads.items())
+            out = torch.autograd.grad(dot, leaves, retain_graph=True, materialize_grads=True)
         return dict(zip(self.leaves, out, strict=True))
 
 
