@@ -87,7 +87,7 @@ def lanczos(
     m, dim = v0.shape
     steps = min(max_iter, dim)
     dtype, device = v0.dtype, v0.device
-    Q = torch.empty((m, min(steps, 32), dim), dtype=dtype, device=device)
+    Q = torch.empty((m, min(steps, 8), dim), dtype=dtype, device=device)
     Q[:, 0] = v0 / v0.norm(dim=-1, keepdim=True)
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
@@ -118,7 +118,7 @@ def lanczos(
             w = w / beta[:, None]
         betas.append(beta)
         if j + 1 == Q.shape[1]:
-            Q = torch.cat([Q, torch.empty_like(Q[:, : min(Q.shape[1], steps - Q.shape[1])])], dim=1)
+            Q = torch.cat([Q, torch.empty_like(Q[:, : min(8, steps - Q.shape[1])])], dim=1)
         Q[:, j + 1] = w
     n = len(alphas)
     order = theta.argsort(dim=-1, descending=True)[:, :k]
