@@ -2,9 +2,13 @@
 
 Common arguments: ``model``, ``loss_fn(pred, y)`` returning the batch-mean loss L (the Hessian is of exactly that
 function, see :mod:`eoslab.losses`), data ``X, y``; ``params`` (a dict overriding the module's parameter values),
-``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (examples per chunk for
-full-batch quantities). Mini-batches are drawn by :func:`sample_batches`: b distinct examples (without replacement,
-γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples (with replacement, γ = 1), independently for each of the m batches.
+``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (bounds memory: examples
+per chunk for full-batch quantities, each Hessian-vector product then rebuilds one chunk's gradient graph at a time,
+~1.7× the time per product; without it one graph of all n examples is built once and reused: on a 2.4 M-parameter
+MLP with n = 8192, peak memory 1009 MB unchunked against 557 MB with ``chunk_size=1024``). Eigenvalues are
+returned to the relative accuracy ``tol`` (default 1e-3; see :mod:`eoslab.eigen`). Mini-batches are drawn by
+:func:`sample_batches`: b distinct examples (without replacement, γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples
+(with replacement, γ = 1), independently for each of the m batches.
 """
 
 from collections.abc import Iterable
