@@ -156,7 +156,7 @@ class HessianOperator:
         self.chunks = [(len(Xc) / n, Xc, yc) for Xc, yc in zip(X.split(size), y.split(size), strict=True)]
         self.reuse = chunk_size is None if reuse is None else reuse
         self.n_matvecs = 0
-        self.gradient, self.loss, self._graphs = torch.zeros(()), torch.zeros(()), []
+        self.gradient, self.loss, self._graphs = X.new_zeros(()), X.new_zeros(()), []
         for w, Xc, yc in self.chunks:  # one chunk's graph alive at a time unless reused
             graph = self._graph(Xc, yc)
             self.gradient = self.gradient + w * self.space.flatten(graph.gradient)
