@@ -178,7 +178,7 @@ def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any],
     """λ_t (and λ_{i,t} per layer) of the full-batch Hessian for the sharpness-based step-size schedules."""
     m = config["measure"]
     op = HessianOperator(problem.model, problem.loss_fn, problem.X[: m["subset"]], problem.Y[: m["subset"]], params)
-    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen}
+    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen, "criterion": "residual"}  # Context.solver
     if config["optimizer"]["schedule"] == "layerwise":
         masks = layer_masks(op, problem.model)
         res = layer_eigs(op, masks, v0=state.warm.get("schedule"), **solver)
