@@ -205,3 +205,15 @@ def test_warm_start_needs_fewer_hvps():
     warm = eoslab.top_eigenvalues(model, loss_fn, X, y, v0=before.vectors[0], **strict)
     assert warm.values[0, 0].item() == pytest.approx(cold.values[0, 0].item(), rel=1e-9)
     assert warm.n_matvecs < cold.n_matvecs
+
+
+def test_chunk_size_keeps_no_graph(problem64):
+    """chunk_size bounds memory: no chunk's gradient graph outlives a product, and H is unchanged."""
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    bounded, reused = HessianOperator(model, loss_fn, X, y, chunk_size=5), HessianOperator(model, loss_fn, X, y)
+    assert not bounded.reuse and bounded._graphs == [] and reused.reuse and len(reused._graphs) == 1
+    v = torch.randn(bounded.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(bounded.matvec(v), H @ v, rtol=1e-10, atol=1e-12) and bounded._graphs == []
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    assert rel(eoslab.sharpness(model, loss_fn, X, y, chunk_size=5), top) <= 1e-3
