@@ -18,6 +18,7 @@ def test_quick_benchmark_runs_and_agrees_with_the_reference():
     }
     assert any(k.startswith("PyHessian default") for k in rows) and any(k.startswith("SciPy eigsh") for k in rows)
     assert any(k.startswith("eigenthings Lanczos") for k in rows)
-    (cold,) = [v for k, v in rows.items() if k.startswith("eoslab top_eigenvalues cold")]
-    (warm,) = [v for k, v in rows.items() if k.startswith("eoslab warm")]
-    assert cold <= 1e-3 and warm <= 1e-3
+    (cold,) = [v for k, v in rows.items() if k.startswith("eoslab sharpness(), the default call")]
+    (warm,) = [v for k, v in rows.items() if k.startswith("eoslab default, warm")]
+    (strict,) = [v for k, v in rows.items() if k.startswith("eoslab criterion='residual'")]
+    assert cold <= 1e-3 and warm <= 1e-3 and strict <= 1e-3

@@ -19,10 +19,26 @@ def rel(a, b):
 def test_top_k_eigenvalues_match_dense(problem64):
     model, loss_fn, X, y = problem64
     dense = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y)).flip(0)[:3]
-    res = eoslab.top_eigenvalues(model, loss_fn, X, y, k=3, tol=1e-9)
+    res = eoslab.top_eigenvalues(model, loss_fn, X, y, k=3, tol=1e-9, criterion="residual")
     assert torch.allclose(res.values[0], dense, rtol=1e-6)
     assert res.converged and (res.residuals <= 1e-9 * res.values.abs()).all()
     assert eoslab.sharpness(model, loss_fn, X, y, tol=1e-9) == pytest.approx(dense[0].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-3, 1e-4, 1e-6])
+def test_tol_is_the_relative_accuracy_of_the_eigenvalues(problem64, tol):
+    """The default stopping rule: every returned eigenvalue within tol of the dense one, at fewer products than
+    the strict residual rule, which still holds its residuals to tol."""
+    model, loss_fn, X, y = problem64
+    dense = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y)).flip(0)[:3]
+    res = eoslab.top_eigenvalues(model, loss_fn, X, y, k=3, tol=tol, generator=torch.Generator().manual_seed(0))
+    assert res.converged and ((res.values[0] - dense).abs() <= tol * dense).all()
+    assert (res.errors <= tol * res.values.abs()).all() and (res.errors <= res.residuals).all()
+    strict = eoslab.top_eigenvalues(model, loss_fn, X, y, k=3, tol=tol, criterion="residual")
+    assert (strict.residuals <= tol * strict.values.abs()).all()
+    assert res.n_matvecs <= strict.n_matvecs
+    for value in (eoslab.sharpness(model, loss_fn, X, y, tol=tol), eoslab.sharpness(model, loss_fn, X, y)):
+        assert rel(value, dense[0].item()) <= max(tol, 1e-3)
 
 
 def test_lanczos_residuals_are_true_residuals(problem64):
@@ -224,7 +240,20 @@ def test_warm_start_needs_fewer_hvps():
     params = {k: p.detach() for k, p in model.named_parameters()}
     g = grad(lambda p: loss_fn(functional_call(model, p, (X,)), y))(params)  # one small GD step
     params = {k: v - 0.01 * g[k] for k, v in params.items()}
-    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, params=params, tol=1e-6, generator=gen)
-    warm = eoslab.top_eigenvalues(model, loss_fn, X, y, params=params, tol=1e-6, v0=before.vectors[0])
+    strict = {"params": params, "tol": 1e-6, "criterion": "residual"}
+    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, generator=gen, **strict)
+    warm = eoslab.top_eigenvalues(model, loss_fn, X, y, v0=before.vectors[0], **strict)
     assert warm.values[0, 0].item() == pytest.approx(cold.values[0, 0].item(), rel=1e-9)
     assert warm.n_matvecs < cold.n_matvecs
+
+
+def test_chunk_size_keeps_no_graph(problem64):
+    """chunk_size bounds memory: no chunk's gradient graph outlives a product, and H is unchanged."""
+    model, loss_fn, X, y = problem64
+    H = dense_hessian(model, loss_fn, X, y)
+    bounded, reused = HessianOperator(model, loss_fn, X, y, chunk_size=5), HessianOperator(model, loss_fn, X, y)
+    assert not bounded.reuse and bounded._graphs == [] and reused.reuse and len(reused._graphs) == 1
+    v = torch.randn(bounded.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(bounded.matvec(v), H @ v, rtol=1e-10, atol=1e-12) and bounded._graphs == []
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    assert rel(eoslab.sharpness(model, loss_fn, X, y, chunk_size=5), top) <= 1e-3

@@ -2,9 +2,13 @@
 
 Common arguments: ``model``, ``loss_fn(pred, y)`` returning the batch-mean loss L (the Hessian is of exactly that
 function, see :mod:`eoslab.losses`), data ``X, y``; ``params`` (a dict overriding the module's parameter values),
-``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (examples per chunk for
-full-batch quantities). Mini-batches are drawn by :func:`sample_batches`: b distinct examples (without replacement,
-γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples (with replacement, γ = 1), independently for each of the m batches.
+``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (bounds memory: examples
+per chunk for full-batch quantities, each Hessian-vector product then rebuilds one chunk's gradient graph at a time,
+~1.7× the time per product; without it one graph of all n examples is built once and reused: on a 2.4 M-parameter
+MLP with n = 8192, peak memory 1009 MB unchunked against 557 MB with ``chunk_size=1024``). Eigenvalues are
+returned to the relative accuracy ``tol`` (default 1e-3; see :mod:`eoslab.eigen`). Mini-batches are drawn by
+:func:`sample_batches`: b distinct examples (without replacement, γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples
+(with replacement, γ = 1), independently for each of the m batches.
 """
 
 from collections.abc import Iterable, Iterator
@@ -59,11 +63,12 @@ def eigs(
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> EigResult:
     """The k largest eigenpairs of a Hessian operator by Lanczos; ``v0`` ((dim,) or (k, dim)) warm-starts."""
     warm = None if v0 is None else v0.reshape(1, -1, op.dim)
     v = start_vector(op.gradient[None], warm, generator)
-    return lanczos(op.matvec, v, k, tol, max_iter, generator)
+    return lanczos(op.matvec, v, k, tol, max_iter, generator, criterion)
 
 
 def top_eigenvalues(
@@ -80,14 +85,18 @@ def top_eigenvalues(
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> EigResult:
     """The k largest eigenpairs of the full-batch Hessian ∇²L(θ) by Lanczos (``EigResult`` with m = 1).
 
-    ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous measurement's.
+    ``tol`` is the relative accuracy of each eigenvalue (a bound, ``EigResult.errors``); ``criterion="residual"``
+    asks for ‖Hv − λv‖ ≤ tol·|λ| instead (accurate eigenvectors too; about twice the products, see
+    :mod:`eoslab.eigen`). ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous
+    measurement's.
     """
     check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
-    return eigs(op, k, tol, max_iter, v0, generator)
+    return eigs(op, k, tol, max_iter, v0, generator, criterion)
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
@@ -105,6 +114,7 @@ def minibatch_eigs(
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> EigResult:
     """λmax(H_{B_j}) for every batch of the stacked operator, all Lanczos problems at once.
 
@@ -114,7 +124,7 @@ def minibatch_eigs(
     if v0 is not None:
         warm = v0.expand(op.m, op.dim) if v0.dim() == 1 or v0.shape[0] != op.m else v0
     v = start_vector(op.gradients, warm, generator)
-    return lanczos(op.matvec, v, 1, tol, max_iter, generator)
+    return lanczos(op.matvec, v, 1, tol, max_iter, generator, criterion)
 
 
 def minibatch_sharpness(
@@ -133,6 +143,7 @@ def minibatch_sharpness(
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> Estimate:
     """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS.
 
@@ -144,7 +155,7 @@ def minibatch_sharpness(
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
     op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
-    return Estimate(minibatch_eigs(op, tol, max_iter, v0, generator).values[:, 0])
+    return Estimate(minibatch_eigs(op, tol, max_iter, v0, generator, criterion).values[:, 0])
 
 
 def batch_directional(op: MiniBatchHessians) -> Tensor:
@@ -216,6 +227,7 @@ def layer_eigs(
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> EigResult:
     """λmax of every diagonal block H_ii = P_i H P_iᵀ at once, with the full operator's reused graph.
 
@@ -226,7 +238,7 @@ def layer_eigs(
     M = torch.stack(list(masks.values()))
     warm = None if v0 is None else v0.reshape(len(M), -1) * M + 1e-3 * M  # keep every block's start non-zero
     v = start_vector(M * op.gradient, warm, generator) * M
-    return lanczos(lambda V: M * op.matvec(M * V), v, 1, tol, max_iter, generator)
+    return lanczos(lambda V: M * op.matvec(M * V), v, 1, tol, max_iter, generator, criterion)
 
 
 def layer_sharpness(
@@ -240,6 +252,7 @@ def layer_sharpness(
     tol: float = 1e-3,
     max_iter: int = 100,
     generator: torch.Generator | None = None,
+    criterion: str = "eigenvalue",
 ) -> dict[str, float]:
     """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, Ch. 3).
 
@@ -248,7 +261,7 @@ def layer_sharpness(
     check_inputs(model, X, y, params)
     op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
     masks = layer_masks(op, model)
-    values = layer_eigs(op, masks, tol, max_iter, generator=generator).values[:, 0]
+    values = layer_eigs(op, masks, tol, max_iter, generator=generator, criterion=criterion).values[:, 0]
     return dict(zip(masks, values.tolist(), strict=True))
 
 

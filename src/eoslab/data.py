@@ -12,6 +12,7 @@ and MNIST are read from files you provide (see :func:`cifar10`, :func:`mnist`).
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import math
 import pickle
 import random
@@ -165,10 +166,10 @@ def digits(
     test examples (default: all the rest). ``standardize``: per-feature, with train mean/std (constant
     features are only centred). Raw pixel values are 0..16.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    X_all, y_all = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    # the CSV that sklearn.datasets.load_digits reads, without importing sklearn.datasets (1.3 s per process)
+    sklearn = Path(importlib.util.find_spec("sklearn").origin).parent
+    table = np.loadtxt(sklearn / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    X_all, y_all = table[:, :-1], table[:, -1].astype(np.int64)
     total = len(y_all)
     _check_n(n_train, total, "n_train")
     n_test = total - n_train if n_test is None else n_test

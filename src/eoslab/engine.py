@@ -26,8 +26,7 @@ from typing import Any, NoReturn
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
-from tqdm.auto import tqdm
+from torch.func import functional_call
 
 import eoslab
 from eoslab.config import ConfigError, check_device, config_hash, validate
@@ -36,7 +35,7 @@ from eoslab.data import load_data
 from eoslab.losses import LossFn, get_loss
 from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
-from eoslab.operators import HessianOperator, Params, objective
+from eoslab.operators import HessianOperator, Params, grad_and_value, objective
 from eoslab.optim import apply_step, armijo_scale, grad_norm, rule_scale, step_sizes
 from eoslab.runfiles import (
     Interrupted,
@@ -214,7 +213,7 @@ def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any],
     """λ_t (and λ_{i,t} per layer) of the full-batch Hessian for the sharpness-based step-size schedules."""
     m = config["measure"]
     op = HessianOperator(problem.model, problem.loss_fn, problem.X[: m["subset"]], problem.Y[: m["subset"]], params)
-    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen}
+    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen, "criterion": "residual"}  # Context.solver
     if config["optimizer"]["schedule"] == "layerwise":
         masks = layer_masks(op, problem.model)
         res = layer_eigs(op, masks, v0=state.warm.get("schedule"), **solver)
@@ -316,6 +315,8 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     train_gen.set_state(state.train_rng)
     measure_gen.set_state(state.measure_rng)
     started = time.perf_counter() - state.elapsed
+    from tqdm.auto import tqdm  # lazily: a quiet DAG job does not need it
+
     bar = tqdm(total=steps, initial=state.step, disable=quiet, desc=config["name"], dynamic_ncols=True)
     n_measured = len(state.measured.get("step", []))
     while True:

@@ -1,0 +1,77 @@
+"""Fixed cost of one DAG job: a fresh `eoslab run` process on a tiny config, against `import torch` alone.
+
+    python benchmarks/startup.py [--repeats 5]
+
+Every DAG job is a new Python process (Snakemake runs `eoslab run --json CONFIG --out FILE --threads N --quiet`), so
+what it pays before and around its first step is paid once per run file. Each command runs ``--repeats`` times in
+fresh interpreters, round-robin; the table reports the median CPU seconds (user + system of the child process, so
+other load on the machine does not count) and the wall seconds. The tiny job (digits, 32 examples, a width-4 MLP,
+3 steps, FullBS measured at every step, NetCDF written) costs milliseconds of compute: its time is the fixed cost.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TINY = {
+    "dtype": "float64",
+    "data": {"name": "digits", "n_train": 32, "n_test": 8},
+    "model": {"name": "mlp", "width": 4, "depth": 1},
+    "optimizer": {"lr": 0.1},
+    "steps": 3,
+    "measure": {"every": 1},
+}
+
+
+def commands(out: Path) -> dict[str, list[str]]:
+    eoslab = [sys.executable, "-m", "eoslab.cli"]
+    return {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "import torch": [sys.executable, "-c", "import torch"],
+        "import eoslab.engine": [sys.executable, "-c", "import eoslab.engine"],
+        "eoslab run (tiny job, NetCDF written)": [
+            *eoslab, "run", "--json", json.dumps(TINY), "--out", str(out), "--threads", "1", "--quiet",
+        ],
+    }  # fmt: skip
+
+
+def cost(cmd: list[str]) -> tuple[float, float]:
+    """(CPU seconds of the child, wall seconds) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = commands(Path(tmp) / "run.nc")
+        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
+        for _ in range(args.repeats):
+            for name, cmd in cmds.items():
+                samples[name].append(cost(cmd))
+    cpu = {k: statistics.median(c for c, _ in v) for k, v in samples.items()}
+    wall = {k: statistics.median(w for _, w in v) for k, v in samples.items()}
+    print(f"median of {args.repeats} fresh processes each, 1 thread; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'command':42s} {'CPU s':>7s} {'wall s':>7s}")
+    for k in cmds:
+        print(f"{k:42s} {cpu[k]:7.2f} {wall[k]:7.2f}")
+    extra = cpu["eoslab run (tiny job, NetCDF written)"] - cpu["import torch"]
+    verdict = "PASS" if extra <= 0.5 else "FAIL"
+    print(f"{verdict}  a job's fixed cost beyond `import torch`: {extra:.2f} CPU s (target <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
