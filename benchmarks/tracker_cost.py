@@ -32,12 +32,14 @@ def setup(width: int, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tens
 
 
 def cold(model, X, y, full_only: bool, gen: torch.Generator) -> int:
-    """The stateless calls a loop without a tracker makes; returns the HVPs of the FullBS solve."""
-    hvps = eoslab.top_eigenvalues(model, half_mse, X, y, generator=gen).n_matvecs
+    """The stateless calls a loop without a tracker makes, with the tracker's stopping rule (the strict residual
+    criterion, as the engine's measurements); returns the HVPs of the FullBS solve."""
+    strict = {"generator": gen, "criterion": "residual"}
+    hvps = eoslab.top_eigenvalues(model, half_mse, X, y, **strict).n_matvecs
     if not full_only:
-        eoslab.minibatch_sharpness(model, half_mse, X, y, 32, 20, generator=gen)
+        eoslab.minibatch_sharpness(model, half_mse, X, y, 32, 20, **strict)
         eoslab.batch_sharpness(model, half_mse, X, y, 32, 20, generator=gen)
-        eoslab.layer_sharpness(model, half_mse, X, y, generator=gen)
+        eoslab.layer_sharpness(model, half_mse, X, y, **strict)
     return hvps
 
 

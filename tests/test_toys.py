@@ -22,7 +22,7 @@ from eoslab.toys import scalar_net_sharpness as scalar_sharpness
 F64 = torch.float64
 
 
-# ------------------------------------------------------------------ seed 000 App. C: diagonal linear network
+# ------------------------------------------------------------------ Andreyev & Beneventano App. C: diagonal linear network
 
 
 @pytest.mark.parametrize("full", [True, False])
@@ -93,7 +93,7 @@ def test_scalar_net_gradient_against_autograd():
 
 def test_scalar_net_gd_ends_in_the_eos_band():
     """Zhu et al.'s theorem: from the EoS initialisation GD ends with sharpness in (2/η − 20η/3, 2/η);
-    the spec's reference run gives 19.954 for η = 0.1 (reached to 1e-3 within 2000 steps)."""
+    our reference run gives 19.954 for η = 0.1 (reached to 1e-3 within 2000 steps)."""
     eta = 0.1
     w0 = scalar_net_eos_init(eta=eta, delta=0.2, d0=0.8)
     assert scalar_sharpness(w0) < 2 / eta - 5  # starts far from the edge (not at a minimum: loss 0.065)

@@ -29,7 +29,7 @@ def test_tracker_matches_dense_and_warm_starts_save_products():
             assert m["layer_sharpness"][layer] == pytest.approx(torch.linalg.eigvalsh(block)[-1].item(), rel=1e-6)
         assert isinstance(m["minibatch_sharpness"], eoslab.Estimate) and m["minibatch_sharpness"].values.shape == (4,)
         assert m["minibatch_sharpness"].mean >= m["batch_sharpness"].mean > 0  # λmax(H_B) ≥ any Rayleigh quotient
-    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, tol=1e-8).n_matvecs
+    cold = eoslab.top_eigenvalues(model, loss_fn, X, y, tol=1e-8, criterion="residual").n_matvecs  # the same rule
     assert [h["step"] for h in tracker.history] == [0, 1, 2, 3]
     assert tracker.history[-1]["n_hvp"] < cold  # warm-started from the previous step's eigenvector
 

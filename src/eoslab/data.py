@@ -213,7 +213,7 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, dtype: torch
 def synthetic_regression(
     n: int = 5000, d: int = 10, seed: int = 0, n_test: int = 1000, dtype: torch.dtype | str = torch.float32
 ) -> Data:
-    """Teacher regression of seed 003 §3.1.1 (F5/F6): Y = X Vᵀ − E, X, V, E with i.i.d. N(0, 1) entries.
+    """Teacher regression of Fox 2023, §3.1.1 (F5/F6): Y = X Vᵀ − E, X, V, E with i.i.d. N(0, 1) entries.
 
     X is (n, d), V is (d, d), Y is (n, d). Draw order from ``np.random.default_rng(seed)``: V, then X and E
     (train), then X_test and E_test, so V depends only on (d, seed) (see :func:`synthetic_teacher`) and the
@@ -236,11 +236,11 @@ def synthetic_teacher(d: int = 10, seed: int = 0) -> np.ndarray:
 def gaussian_linear_regression(
     D: int = 100, P: int = 120, seed: int = 0, dtype: torch.dtype | str = torch.float32
 ) -> Data:
-    """F7 linear-regression setup (seed 001, Fig. 1): D examples with P i.i.d. Gaussian features.
+    """F7 linear-regression setup (Agarwala & Pennington 2024, Fig. 1): D examples with P i.i.d. Gaussian features.
 
     X = J with J_ij ~ N(0, 1/P), so tr(J Jᵀ / D) ≈ 1; targets y ~ N(0, 1), shape (D, 1) (the paper's target
     scale is not stated; pure-noise targets are our choice). Both drawn from ``np.random.default_rng(seed)``,
-    J first (seed 0 reproduces the spec's smoke: tr Θ = 0.998, 2/λmax = 54.5). The test set is empty
+    J first (seed 0 gives the smoke profile's J: tr Θ = 0.998, 2/λmax = 54.5). The test set is empty
     (shapes (0, P) and (0, 1)): the targets carry no signal to generalise.
     """
     rng = np.random.default_rng(seed)

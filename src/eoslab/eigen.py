@@ -177,7 +177,7 @@ def power_iteration(
     """The dominant eigenpair (largest |λ|; the sign is kept) of m operators by power iteration.
 
     v ← Hv/‖Hv‖, λ = vᵀHv. ``criterion="residual"`` stops when ‖Hv − λv‖ ≤ tol·|λ| for every problem;
-    ``criterion="relative"`` stops when |λ_t − λ_{t−1}| ≤ tol·|λ_{t−1}| (PyHessian's rule, used by seed 003).
+    ``criterion="relative"`` stops when |λ_t − λ_{t−1}| ≤ tol·|λ_{t−1}| (PyHessian's rule, used by Fox 2023).
     """
     if criterion not in ("residual", "relative"):
         raise ValueError(f"criterion must be 'residual' or 'relative', got {criterion!r}")

@@ -9,7 +9,7 @@ Seeding: constructors draw their initial parameters from the *global* torch RNG 
 initialisation; the same seed and the same arguments give bit-identical parameters.
 
 dtype: parameters are created in ``torch.get_default_dtype()`` (float32 unless changed); call ``.double()``
-for the float64 runs the spec asks for on tiny nets. Toys given explicit tensor values keep their dtype.
+for float64 runs of tiny nets. Toys given explicit tensor values keep their dtype.
 
 ``build_model({"name": "mlp", "width": 64, "depth": 2, ...}, in_shape, out_dim)`` dispatches on ``MODELS``;
 ``PRESETS`` holds the papers' named architectures as config dicts (``{"name": "fc_tanh"}`` works too).
@@ -127,10 +127,10 @@ def mlp(
     """Fully connected net with ``depth`` hidden layers of ``width`` units (``depth + 1`` Linear layers).
 
     Reproduces: Cohen et al.'s ``fc-tanh``/``fc-relu`` (locuslab/edge-of-stability; widths [200, 200]
-    → ``width=200, depth=2``); seed 000's (EoSS) "MLP, 4 hidden layers, hidden size 512"
-    (``width=512, depth=4``, the repo's ``mlp_l`` preset, ReLU there); seed 003's (Fox) "3 layers,
+    → ``width=200, depth=2``); Andreyev & Beneventano's (EoSS) "MLP, 4 hidden layers, hidden size 512"
+    (``width=512, depth=4``, the repo's ``mlp_l`` preset, ReLU there); Fox's "3 layers,
     10 units" f = W₃ h(W₂ h(X W₁ + b₁) + b₂) + b₃ (``width=10, depth=2``: 3 Linear layers, biases in
-    all of them); seed 004's 784-128-10 / 64-256-10 GELU nets (``depth=1``).
+    all of them); Arora et al.'s 784-128-10 / 64-256-10 GELU nets (``depth=1``).
 
     A plain ``nn.Sequential`` (subclass :class:`MLP`): Linear, activation, Linear, ..., Linear, so the Linear
     layers are named "0", "2", ..., "2·depth" whatever the activation ("linear" is ``nn.Identity``).
@@ -189,7 +189,7 @@ def cnn(
       is 3 *valid* 3×3 convs (64, 64, 128) with max-pools after the 2nd and 3rd and a 512-unit hidden
       FC layer (2.48M parameters on CIFAR-10). That exact net is :func:`eoss_cnn`, not this function.
     - Seed 002 (Lee & Jang) "6CNN", 0.51M parameters, on CIFAR-10-8k: only the name, the depth (6)
-      and the parameter count are known [NF]. ``PRESETS["lee_jang_6cnn"]`` is a guess that matches both:
+      and the parameter count are known. ``PRESETS["lee_jang_6cnn"]`` is a guess that matches both:
       ``width=128, depth=4, fc_width=128`` (4 convs + 2 FC = 6 layers, 513,290 parameters on CIFAR-10).
       The paper's LSSR heatmaps (Fig. 5, spec F4) used BatchNorm; this model never has BatchNorm.
 
@@ -323,7 +323,7 @@ def resnet(
     bias: bool = True,
     init: str = "default",
 ) -> ResNet:
-    """Small CIFAR-style ResNet without BatchNorm; the defaults are seed 000's (EoSS, Fig. 2) "ResNet-14".
+    """Small CIFAR-style ResNet without BatchNorm; the defaults are Andreyev & Beneventano's (EoSS, Fig. 2) "ResNet-14".
 
     Depth = 2·Σ blocks_per_stage + 2 (stem + fc): (2, 2, 2) → ResNet-14, (3, 3, 3) → ResNet-20 (what
     the EoSS repo's ``resnet`` preset actually builds). Stage i has ``width·2^i`` channels; the first
@@ -333,7 +333,7 @@ def resnet(
     Simplification, stated: the residual branch is conv3×3 → act → conv3×3 with biases, added to a
     parameter-free identity/option-A shortcut, then act. No BatchNorm, no Fixup/SkipInit scalars: with
     PyTorch's default (small) init each branch adds little variance, so the forward pass stays bounded. The
-    EoSS repo's no-BN ResNet (``utils/resnet_new.py``) was not available to compare against [NF].
+    EoSS repo's no-BN ResNet (``utils/resnet_new.py``) was not available to compare against.
     Input (n, in_channels, H, W) with any H, W ≥ 1 (global average pooling). Init: PyTorch default (or
     ``init="eoss"``: Kaiming-normal fan_out), then every parameter × ``init_scale``. Does not seed.
     """
@@ -343,7 +343,7 @@ def resnet(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Analytic toys (paper-spec Appendix): parameters are exactly the papers' variables
+# Analytic toys (docs/f0_analytic_toys.md): parameters are exactly the papers' variables
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -369,7 +369,7 @@ def diagonal_net_data() -> tuple[Tensor, Tensor]:
 
 
 class DiagonalLinearNet(nn.Module):
-    """Seed 000 (EoSS) App. C two-layer linear net f(x) = aᵀ B x on x ∈ ℝ² (paper-spec Appendix item 2).
+    """Andreyev & Beneventano (EoSS) App. C two-layer linear net f(x) = aᵀ B x on x ∈ ℝ².
 
     ``full=True``: parameters ``a`` ∈ ℝ² and ``B`` ∈ ℝ^{2×2} (6 parameters). ``full=False``: ``a``, ``b`` ∈ ℝ²
     with B = diag(b), i.e. f(x) = Σ a_i b_i x_i (4 parameters). With the half-MSE loss on
@@ -413,7 +413,7 @@ def matrix_completion_data(
 ) -> tuple[Tensor, Tensor]:
     """Observed entries of a 2×2 target as one-hot measurements: X (k, 4) = e_{2i+j}, y (k, 1) = M*_ij.
 
-    Our choice [NF in seed 000]: rank-one all-ones target, (1, 1) entry unobserved, so the minima
+    Our choice (the paper does not pin it down): rank-one all-ones target, (1, 1) entry unobserved, so the minima
     u₁v₁ = u₁v₂ = u₂v₁ = 1 form a curve (scale t: u = (t, t), v = (1/t, 1/t)) along which the sharpness grows.
     """
     M = torch.as_tensor(target, dtype=torch.get_default_dtype())
@@ -427,7 +427,7 @@ def matrix_completion_data(
 class MatrixCompletion2x2(nn.Module):
     """Seed 000 (EoSS) Fig. 4's 2×2 matrix completion, in our reading (the paper's model is under-specified).
 
-    The paper says only "2×2 matrix completion with (a, b) and itself transposed" [NF]. Natural reading
+    The paper says only "2×2 matrix completion with (a, b) and itself transposed". Natural reading
     used here: factors U, V ∈ ℝ^{2×r} (rank ``rank``, default 1, so U = (a, b)ᵀ), M = U Vᵀ, and the model
     predicts the observed entries. ``symmetric=True`` is the other reading, M = U Uᵀ (no V). An input
     row x ∈ ℝ⁴ is a one-hot (or any linear) measurement of vec(M) in row-major order:
@@ -464,7 +464,7 @@ class MatrixCompletion2x2(nn.Module):
 
 
 def scalar_net_eos_init(eta: float, delta: float, d0: float, dtype: torch.dtype = torch.float64) -> Tensor:
-    """EoS initialisation of Zhu et al.'s 4-layer scalar net (paper-spec Appendix item 4): w = (x, x, y, y).
+    """EoS initialisation of Zhu et al.'s 4-layer scalar net: w = (x, x, y, y).
 
     Solves x² − y² = c², x·y = d₀ with x > 0, where c = c* + δ and c* = (η⁻² − 4)^{1/4} is the balance
     at which the minimum's sharpness 2√(c⁴ + 4) equals 2/η (needs η < 1/2). Spec [M]: δ ∈ [0.05, 1],
@@ -482,11 +482,11 @@ def scalar_net_eos_init(eta: float, delta: float, d0: float, dtype: torch.dtype 
 
 
 class ScalarNet4(nn.Module):
-    """Zhu et al. (2023)'s 4-layer scalar linear network (seed 003 §2; paper-spec Appendix item 4).
+    """Zhu et al. (2023)'s 4-layer scalar linear network (as discussed in Fox 2023, §2).
 
     One parameter ``w`` ∈ ℝ⁴; the output is w₁w₂w₃w₄ whatever the input. It accepts a dummy input x of shape
     (n, k) and returns (n, 1) filled with the product, so that ``half_mse`` against target 1 is exactly
-    (1 − w₁w₂w₃w₄)²/2. At a minimum λmax = Σ_i 1/w_i². ``w=None`` draws U(0.3, 2.5)·``init_scale`` (the spec's
+    (1 − w₁w₂w₃w₄)²/2. At a minimum λmax = Σ_i 1/w_i². ``w=None`` draws U(0.3, 2.5)·``init_scale`` (our
     random initialisations, which mostly catapult); use :meth:`eos_init` for the EoS band. Does not seed.
     """
 
@@ -507,7 +507,7 @@ class LinearRegression(nn.Module):
     """Seed 001 (stochastic EoS, 𝒦) linear regression f(x) = x θ, θ ∈ ℝ^{P×out_dim}, no bias.
 
     With L = (1/2D)‖Jθ − y‖² (``half_mse``, out_dim 1) the Hessian is JᵀJ/D, whose nonzero spectrum is the
-    NTK Θ = JJᵀ/D's (the λ_α of the 𝒦 formula, paper-spec F7). Input (n, P) →
+    NTK Θ = JJᵀ/D's (the λ_α of the 𝒦 formula, docs/f7_stochastic_eos.md). Input (n, P) →
     output (n, out_dim). θ is ``nn.Linear``'s default draw U(±1/√P) times ``init_scale``, default 0 → θ = 0
     (the RNG is still advanced, so later draws do not depend on ``init_scale``). Does not seed.
     """
@@ -557,7 +557,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "eoss_cnn5": {"name": "eoss_cnn", "init": "eoss", "init_scale": 0.3},
     "resnet14": {"name": "resnet", "width": 16, "blocks_per_stage": (2, 2, 2)},
-    # Seed 002 (Lee & Jang) "6CNN": a guess matching 6 layers / 0.51M parameters [NF]
+    # Lee & Jang "6CNN": a guess matching 6 layers / 0.51M parameters (the paper gives no more)
     "lee_jang_6cnn": {"name": "cnn", "width": 128, "depth": 4, "fc_width": 128, "activation": "relu"},
     # Seed 003 (Fox): 3 Linear layers of 10 units, biases everywhere, PyTorch default init
     "fox_mlp": {"name": "mlp", "width": 10, "depth": 2, "activation": "tanh"},

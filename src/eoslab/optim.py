@@ -4,13 +4,13 @@ One step is θ_k ← θ_k − η_k · s · g_k for every parameter tensor k, whe
 η_k the step size of k's layer (:func:`step_sizes`) and s the rule's scale (:func:`rule_scale`):
 
 - ``gd``/``sgd``: s = 1.
-- ``ngd`` (normalized GD, Arora et al., seed 004): s = 1/‖g‖, so the effective step is η/‖∇L‖.
-- ``sqrt_gd`` (GD on √(L − L*), seed 004): ∇√(L − L*) = ∇L / (2√(L − L*)), so s = 1/(2√(L − L* + ε)).
+- ``ngd`` (normalized GD, Arora, Li & Panigrahi 2022): s = 1/‖g‖, so the effective step is η/‖∇L‖.
+- ``sqrt_gd`` (GD on √(L − L*), Arora, Li & Panigrahi 2022): ∇√(L − L*) = ∇L / (2√(L − L*)), so s = 1/(2√(L − L* + ε)).
 - ``armijo`` ("LS" in Fox's thesis: the stochastic Armijo line search of Vaswani et al. 2019, "Painless
   Stochastic Gradient", reset option 1, on the batch stepped on, here the full batch): s = η_t/lr with η_t from
   :func:`armijo_step` (constants :data:`ARMIJO`); ``lr`` is the initial step size η_{−1}.
 
-Step-size schedules (Fox, seed 003 §3.3), with ``lr`` the numerator: ``constant`` η = lr; ``inv_initial_sharpness``
+Step-size schedules (Fox 2023, §3.3), with ``lr`` the numerator: ``constant`` η = lr; ``inv_initial_sharpness``
 η = lr/λ_0; ``inv_sharpness`` η_t = lr/λ_t; ``layerwise`` η_{i,t} = lr/λ_{i,t} for layer i. The thesis's scaled
 layer-wise step 1/(c·λ_{i,t}) is ``layerwise`` with lr = 1/c.
 """
