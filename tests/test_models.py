@@ -290,7 +290,7 @@ def test_diagonal_net_minimum_and_per_sample_hessians(full: bool) -> None:
         return half_mse(functional_call(net, chunks, (X[i : i + 1],)), y[i : i + 1])
 
     extra = (a[1] ** 2, a[0] ** 2) if full else (0.0, 0.0)
-    expected = [a[0] ** 2 + b[0] ** 2 + extra[0], a[1] ** 2 + b[1] ** 2 + extra[1]]  # with the full 2×2 B (docs/f0_analytic_toys.md)
+    expected = [a[0] ** 2 + b[0] ** 2 + extra[0], a[1] ** 2 + b[1] ** 2 + extra[1]]  # the full 2×2 B adds a_j²
     for i in range(2):
         eig = torch.linalg.eigvalsh(hessian(loss_i)(flat0, i))
         assert torch.allclose(eig[:-1], torch.zeros_like(eig[:-1]), atol=1e-12)  # rank one

@@ -22,7 +22,7 @@ from eoslab.toys import scalar_net_sharpness as scalar_sharpness
 F64 = torch.float64
 
 
-# ------------------------------------------------------------------ Andreyev & Beneventano App. C: diagonal linear network
+# ------------------------------------------ Andreyev & Beneventano App. C: diagonal linear network
 
 
 @pytest.mark.parametrize("full", [True, False])

@@ -188,10 +188,10 @@ def cnn(
     - Seed 000 (EoSS), Fig. 2 "CNN, 5 layers": not described in the paper. Its repository's ``CNN``
       is 3 *valid* 3×3 convs (64, 64, 128) with max-pools after the 2nd and 3rd and a 512-unit hidden
       FC layer (2.48M parameters on CIFAR-10). That exact net is :func:`eoss_cnn`, not this function.
-    - Seed 002 (Lee & Jang) "6CNN", 0.51M parameters, on CIFAR-10-8k: only the name, the depth (6)
+    - Lee & Jang's "6CNN", 0.51M parameters, on CIFAR-10-8k: only the name, the depth (6)
       and the parameter count are known. ``PRESETS["lee_jang_6cnn"]`` is a guess that matches both:
       ``width=128, depth=4, fc_width=128`` (4 convs + 2 FC = 6 layers, 513,290 parameters on CIFAR-10).
-      The paper's LSSR heatmaps (Fig. 5, spec F4) used BatchNorm; this model never has BatchNorm.
+      The paper's LSSR heatmaps (Fig. 5) used BatchNorm; this model never has BatchNorm.
 
     Init: PyTorch default (or ``init="eoss"``), then every parameter × ``init_scale``. Does not seed.
     """
