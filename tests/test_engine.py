@@ -299,3 +299,22 @@ def test_divergence_at_step_zero(tmp_path):
     assert ds.attrs["diverged_step"] == 0 and math.isnan(ds.attrs["last_finite_loss"])
     assert ds.sizes["step"] == 0 and ds.sizes["iteration"] == 0
     assert open_run(out).attrs["status"] == "diverged"
+
+
+@pytest.mark.parametrize("max_loss", [None, 1e6])
+def test_deferred_divergence_check_equals_the_per_step_one(quadratic, monkeypatch, max_loss):
+    """Constant-η GD/SGD read the loss back every SYNC_EVERY steps (no per-step device sync); a run diverging
+    between two reads is cut back to exactly what the per-step check records."""
+    lam, _ = quadratic
+    config = {**QUADRATIC, "optimizer": {"lr": 4 / lam}, "divergence": {"max_loss": max_loss}, "steps": 400}
+    config["measure"] = {**QUADRATIC["measure"], "every": 1000}  # measured at t = 0 only: reads come from the sync
+    assert eoslab.engine.SYNC_EVERY > 1
+    deferred = run(config)
+    monkeypatch.setattr(eoslab.engine, "SYNC_EVERY", 1)
+    per_step = run(config)
+    k = per_step.attrs["diverged_step"]
+    assert 0 < k < 400 and deferred.attrs["diverged_step"] == k
+    assert deferred.attrs["last_finite_loss"] == per_step.attrs["last_finite_loss"]
+    for name in ("batch_loss", "step_grad_norm", "lr_eff"):
+        assert deferred[name].equals(per_step[name])
+    assert deferred.sizes["iteration"] == k

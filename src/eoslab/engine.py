@@ -183,6 +183,40 @@ def _is_diverged(loss: float, config: dict[str, Any]) -> bool:
     return not math.isfinite(loss) or (limit is not None and loss > limit)
 
 
+SYNC_EVERY = 32
+"""Training steps between reads of the batch loss and ‖g‖ back to the host, for constant-η GD/SGD (whose step needs
+neither): on a GPU the hot path then never waits for the device. Other rules and schedules read them every step."""
+
+
+def _sync_every(config: dict[str, Any]) -> int:
+    opt = config["optimizer"]
+    return SYNC_EVERY if opt["rule"] in ("gd", "sgd") and opt["schedule"] == "constant" else 1
+
+
+def _read_back(state: State, config: dict[str, Any], start: int) -> bool:
+    """Bring the per-step batch losses and gradient norms from ``start`` on to the host (one transfer) and check
+    them in order. At the first diverged step s the run is cut back to s, as if it had stopped there: the steps
+    after it are dropped (their updates took a non-finite gradient), ``diverged_step = step = s``. Returns whether
+    it diverged."""
+    losses, norms = state.per_iteration.get("batch_loss", []), state.per_iteration.get("step_grad_norm", [])
+    if start >= len(losses) or not isinstance(losses[start], Tensor):  # read every step (sync_every 1)
+        return False
+    values = torch.stack([torch.stack([a, g]) for a, g in zip(losses[start:], norms[start:], strict=True)]).tolist()
+    for i, (loss, gnorm) in enumerate(values):
+        s = start + i
+        if _is_diverged(loss, config) or not math.isfinite(gnorm):
+            for key in state.per_iteration:
+                del state.per_iteration[key][s:]
+            state.saved = {t: v for t, v in state.saved.items() if t <= s}
+            state.diverged_step = state.step = s
+            losses[start:s], norms[start:s] = [v[0] for v in values[:i]], [v[1] for v in values[:i]]
+            state.last_finite_loss = losses[s - 1] if s > 0 else state.last_finite_loss
+            return True
+    losses[start:], norms[start:] = [v[0] for v in values], [v[1] for v in values]
+    state.last_finite_loss = losses[-1]
+    return False
+
+
 def evaluate(problem: Problem, params: Params, test: bool) -> dict[str, float]:
     """Loss (and accuracy for classification) on the training or the test set."""
     X, Y, labels = (
@@ -319,6 +353,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
 
     bar = tqdm(total=steps, initial=state.step, disable=quiet, desc=config["name"], dynamic_ncols=True)
     n_measured = len(state.measured.get("step", []))
+    sync_every, synced = _sync_every(config), state.step  # steps before `synced` are checked on the host
     while True:
         t = state.step
         if t in config["save_params"]:
@@ -327,12 +362,20 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
             idx = next_batch(state, len(problem.X), config, train_gen)
             Xb, Yb = (problem.X, problem.Y) if idx is None else (problem.X[idx], problem.Y[idx])
             grads, loss = grad_and_value(f)(state.params, Xb, Yb)
-            loss, gnorm = loss.item(), grad_norm(grads).item()
-            if _is_diverged(loss, config) or not math.isfinite(gnorm):
-                state.diverged_step = t
-                break
-            state.last_finite_loss = loss
+            loss, gnorm = loss.detach(), grad_norm(grads).detach()  # read back by _read_back, not here
+            if sync_every == 1:
+                loss, gnorm = loss.item(), gnorm.item()
+                if _is_diverged(loss, config) or not math.isfinite(gnorm):
+                    state.diverged_step = t
+                    break
+                state.last_finite_loss = loss
         if is_measure_step(t, config, steps):
+            if _read_back(state, config, synced):
+                break
+            synced = t
+            if sync_every > 1 and t < steps and (_is_diverged(loss.item(), config) or not gnorm.isfinite()):
+                state.diverged_step = t  # this step's batch too, before measuring at θ_t
+                break
             values = measure(problem, state.params, config, state, measure_gen)
             _record(state.measured, {"step": t} | _pad_missing(state.measured, values))
             n_measured += 1
@@ -365,11 +408,17 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
             scale = rule_scale(opt["rule"], gnorm, loss, opt["loss_offset"], opt["eps"])
         state.params = apply_step(state.params, grads, sizes, scale)
         lr_eff = [sizes[names[0]] * scale for names in layer_params.values()]
-        _record(state.per_iteration, {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff})
+        for key, value in {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff}.items():
+            state.per_iteration.setdefault(key, []).append(value)  # losses may stay on the device until read back
         state.step += 1
         bar.update()
         every = config["checkpoint_every"]
-        if ckpt is not None and every and state.step % every == 0 and state.step < steps:
+        checkpoint = ckpt is not None and every and state.step % every == 0 and state.step < steps
+        if checkpoint or received or state.step - synced >= sync_every:
+            if _read_back(state, config, synced):
+                break
+            synced = state.step
+        if checkpoint:
             _checkpoint(ckpt, state, digest, (train_gen, measure_gen), started)
         if received:  # SIGTERM/SIGINT
             _interrupt(received[0], files, problem, config, state, digest, (train_gen, measure_gen), started)
