@@ -126,3 +126,10 @@ def line(ax: Axes, da: xr.DataArray, scale: float = 1.0, **kwargs) -> None:
     """One run's curve against step·``scale``, skipping the steps it did not measure (runs are outer-joined)."""
     da = da.dropna("step")
     ax.plot(da.step.values * scale, da.values, **kwargs)
+
+
+def hide_empty(fig: Figure) -> None:
+    """Hide the panels of a grid that nothing was drawn on (a profile without some runs)."""
+    for ax in fig.axes:
+        if not ax.has_data():
+            ax.set_visible(False)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from eoslab.analysis import claim, normalized, second_half
 from eoslab.papers import PAPERS
-from eoslab.plotting import edge, line
+from eoslab.plotting import edge, hide_empty, line
 
 ONSET = 0.95  # the edge is reached when λ·η/2 ≥ 0.95
 EDGE_BAND = (0.95, 1.2)  # median λ·η/2 after the onset (tanh, relu)
@@ -245,7 +245,6 @@ def plot(ds: Mapping[str, xr.Dataset]) -> Figure:
             ax.set_ylabel("second-half median λ·η/2")
             ax.set_title(f"{act}: {'width' if key == 'model.width' else 'depth'} sweep")
             ax.legend(fontsize=7)
-    for ax in [a for row in axes for a in row if not a.has_data()]:
-        ax.set_visible(False)
+    hide_empty(fig)
     fig.suptitle("Layer-wise edge of stability (Fox 2023, Ch. 3): synthetic regression, 3×10 MLP, full-batch GD")
     return fig

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from eoslab.analysis import claim
 from eoslab.papers import PAPERS
+from eoslab.plotting import hide_empty
 from eoslab.store import open_run
 
 ACTIVATIONS = ("linear", "tanh", "relu", "sigmoid")
@@ -214,7 +215,6 @@ def plot(summary: Mapping[str, Any]) -> Figure:
         ax.set_ylabel("first diverging η (GD)")
         ax.set_title(f"Sweep: {labels[family]}")
         ax.legend(fontsize=7)
-    for ax in [a for row in axes for a in row if not a.has_data()]:
-        ax.set_visible(False)
+    hide_empty(fig)
     fig.suptitle("Divergence limits of GD and SGD (Fox 2023, Tables 4.1–4.2)")
     return fig
