@@ -43,3 +43,13 @@ def make_problem(kind: str, dtype: torch.dtype):
 
 
 PROBLEMS = ["tanh_mse", "relu_ce", "cnn_mse"]
+
+TINY_RUN = {
+    "dtype": "float64",
+    "data": {"name": "digits", "n_train": 32, "n_test": 8},
+    "model": {"name": "mlp", "width": 4, "depth": 1},
+    "optimizer": {"lr": 0.1},
+    "steps": 3,
+    "measure": {"every": 1},
+}
+"""A run config that trains and measures in a fraction of a second (CLI and bad-input tests)."""

@@ -8,16 +8,11 @@ import struct
 
 import pytest
 import yaml
+from helpers import TINY_RUN
 
 from eoslab.cli import main
 
-CONFIG = {
-    "dtype": "float64",
-    "data": {"name": "digits", "n_train": 32, "n_test": 8},
-    "model": {"name": "mlp", "width": 4, "depth": 1},
-    "optimizer": {"lr": 0.1},
-    "steps": 2,
-}
+CONFIG = {**TINY_RUN, "steps": 2}
 
 
 def with_(dotted: str, value) -> dict:

@@ -7,19 +7,13 @@ import sys
 
 import pytest
 import yaml
+from helpers import TINY_RUN
 
 from eoslab.cli import main
 from eoslab.config import config_hash, validate
 from eoslab.store import open_run
 
-CONFIG = {
-    "dtype": "float64",
-    "data": {"name": "digits", "n_train": 32, "n_test": 8},
-    "model": {"name": "mlp", "width": 4, "depth": 1},
-    "optimizer": {"lr": 0.1},
-    "steps": 3,
-    "measure": {"every": 1},
-}
+CONFIG = TINY_RUN
 
 
 @pytest.fixture
