@@ -52,7 +52,7 @@ def activation_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
         s = full.isel(run=i).dropna("step")
         onset = _first(s, s >= ONSET)
         lam = runs["sharpness"].isel(run=i).sel(eig=1).dropna("step")
-        layers = runs["layer_sharpness"].isel(run=i).dropna("step", how="all")
+        layers = _own_layers(runs["layer_sharpness"].isel(run=i).dropna("step", how="all"))
         row: dict[str, Any] = {
             "run": _name(runs, i),
             "activation": str(runs["model.activation"].values[i]),
@@ -66,7 +66,8 @@ def activation_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
             "full_second_half_median": float(second_half(lam).median()),
             "interlacing_excess": float(((layers - lam) / lam).max()),
         }
-        row["output_over_input"] = row["layer_second_half_median"][-1] / row["layer_second_half_median"][0]
+        first, last = row["layer_second_half_median"][0], row["layer_second_half_median"][-1]
+        row["output_over_input"] = last / first if first > 0 else None  # a dead (ReLU) input layer has none
         if "layer_grad_norm" in runs and onset is not None and onset > 0:
             g = runs["layer_grad_norm"].isel(run=i).dropna("step", how="all")
             row["grad_norm_jump"] = (
@@ -74,6 +75,14 @@ def activation_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
             ).values.tolist()
         out.append(row)
     return out
+
+
+def _own_layers(da: xr.DataArray) -> xr.DataArray:
+    """One run's layers, input to output: runs of different depths are stacked on the union of layer names
+    (sorted as strings, "10" before "2"), so drop the layers this run lacks and order the rest by module index."""
+    da = da.dropna("layer", how="all")
+    order = sorted(da.layer.values, key=lambda name: [int(p) if p.isdigit() else p for p in str(name).split(".")])
+    return da.sel(layer=order)
 
 
 def scheme_summary(runs: xr.Dataset) -> list[dict[str, Any]]:
