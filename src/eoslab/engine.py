@@ -15,7 +15,6 @@ an uninterrupted one, and a config reproduces its numbers exactly on CPU. The fi
 its signal handling are :mod:`eoslab.runfiles`'s: partial results go to ``<out>.partial``, never to ``out``.
 """
 
-import json
 import math
 import signal
 import time
@@ -28,7 +27,6 @@ import xarray as xr
 from torch import Tensor, nn
 from torch.func import functional_call
 
-import eoslab
 from eoslab.config import ConfigError, check_device, config_hash, validate
 from eoslab.curvature import eigs, layer_eigs, layer_masks, layers
 from eoslab.data import load_data
@@ -44,6 +42,7 @@ from eoslab.runfiles import (
     claimed,
     code_version,
     load_checkpoint,
+    provenance,
     save_checkpoint,
     write_run,
 )
@@ -260,12 +259,7 @@ def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any],
 
 def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str) -> xr.Dataset:
     attrs = {
-        "config": json.dumps(config, sort_keys=True),
-        "config_hash": config_hash(config),
-        "eoslab_version": eoslab.__version__,
-        **code_version(),
-        "torch_version": str(torch.__version__),
-        "device": config["device"],
+        **provenance(config),
         "seed": config["seed"],
         "eta": config["optimizer"]["lr"],
         "wall_time_s": state.elapsed,

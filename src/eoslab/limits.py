@@ -27,7 +27,6 @@ no divergence within ``max_trials``); attrs ``max_lr`` (mean over repetitions), 
 """
 
 import copy
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -40,12 +39,11 @@ import xarray as xr
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-import eoslab
-from eoslab.config import ConfigError, check, digest, validate
+from eoslab.config import ConfigError, check, validate
 from eoslab.engine import Problem, build_problem
 from eoslab.models import build_model
 from eoslab.operators import objective
-from eoslab.runfiles import code_version, write_run
+from eoslab.runfiles import provenance, write_run
 
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "limit_repetition": (("trial",), "repetition of the trial", "1"),
@@ -248,12 +246,7 @@ def limit(config: Mapping[str, Any], out: str | Path | None = None) -> xr.Datase
         },
         coords={"trial": np.arange(len(rep)), "repetition": np.arange(len(result))},
         attrs={
-            "config": json.dumps(config, sort_keys=True),
-            "config_hash": digest(config),
-            "eoslab_version": eoslab.__version__,
-            **code_version(),
-            "torch_version": str(torch.__version__),
-            "device": config["device"],
+            **provenance(config),
             "seed": config["seed"],
             "method": config["search"]["method"],
             "max_lr": float(np.mean(result)),

@@ -20,6 +20,7 @@ import fcntl
 import functools
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,8 @@ from typing import Any
 import torch
 import xarray as xr
 
-from eoslab.config import ConfigError
+import eoslab
+from eoslab.config import ConfigError, digest
 from eoslab.store import is_intact, open_run, stale_temps, write_atomic, write_bytes_atomic
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -84,6 +86,19 @@ def move_aside(path: Path, reason: str) -> Path:
     aside = path.with_name(f"{path.name}.{reason}")
     os.replace(path, aside)
     return aside
+
+
+def provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """The attrs every file eoslab makes carries: the validated config (JSON) and its hash, the eoslab version,
+    the code that made it (:func:`code_version`), torch's version and the device."""
+    return {
+        "config": json.dumps(config, sort_keys=True),
+        "config_hash": digest(config),
+        "eoslab_version": eoslab.__version__,
+        **code_version(),
+        "torch_version": str(torch.__version__),
+        "device": config["device"],
+    }
 
 
 def write_run(ds: xr.Dataset, path: Path) -> None:

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 
-import eoslab
-from eoslab.config import ConfigError, _obj, check, digest, set_key, validate
+from eoslab.config import ConfigError, _obj, check, set_key, validate
 from eoslab.engine import build_problem, run
 from eoslab.pipeline import merge
-from eoslab.runfiles import code_version, write_run
+from eoslab.runfiles import provenance, write_run
 from eoslab.store import VARIABLES
 
 SCHEMA = _obj(
@@ -104,12 +102,7 @@ def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: b
         for k in rows[0]
     }
     attrs = {
-        "config": json.dumps(config, sort_keys=True),
-        "config_hash": digest(config),
-        "eoslab_version": eoslab.__version__,
-        **code_version(),
-        "torch_version": str(torch.__version__),
-        "device": config["device"],
+        **provenance(config),
         "wall_time_s": time.perf_counter() - started,
         "status": "complete",
     }
