@@ -10,6 +10,8 @@
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
 #   report  figures/<profile>/index.html                 every figure, its paper and claims (eoslab.report)
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
+# Parsing this file imports no torch: validated configs and the run files found intact are remembered in
+# .snakemake/eoslab/ (keyed by the configs' text and the package's sources), so an unchanged DAG parses in ~1 s.
 #
 # Recovery: a killed `eoslab run` resumes from its checkpoint when rerun (partial results never sit at the run
 # file's path); a run file that is unreadable, fails its checksums or is unfinished is moved to <file>.corrupt
@@ -28,7 +30,7 @@ P = load_profile(PROFILE, workflow.basedir)
 RUNS = {str(path): run for path, run in profile_runs(P).items()}
 FIGURES = P["figures"]
 PYTHON = shlex.quote(sys.executable)  # the interpreter running Snakemake: .venv/bin/snakemake works unactivated
-for broken in set_aside_broken(RUNS):
+for broken in set_aside_broken(RUNS, memo=".snakemake/eoslab/intact.json"):
     print(f"eoslab: {broken} is unreadable, corrupt or unfinished: moved to {broken}.corrupt, it will be remade",
           file=sys.stderr)
 

@@ -382,3 +382,18 @@ def test_measurement_batches_sample_as_sgd_does(sampling):
     else:
         np.testing.assert_allclose(mini, full, rtol=1e-8)
         np.testing.assert_allclose(ds.rho.values[0], 1.0, rtol=1e-8)
+
+
+def test_dag_parse_reads_a_run_file_again_only_when_it_changed(tmp_path, monkeypatch):
+    path, needle = run_file(tmp_path)
+    memo = tmp_path / "memo" / "intact.json"
+    assert set_aside_broken([path], memo) == [] and memo.exists()
+    opened = []
+    monkeypatch.setattr("eoslab.store.is_intact", lambda p, **kw: opened.append(p) or is_intact(p, **kw))
+    assert set_aside_broken([path], memo) == [] and opened == []  # unchanged: the memo answers
+    raw = bytearray(path.read_bytes())
+    at = raw.find(needle * 50)
+    raw[at : at + 8] = np.float64(0.5).tobytes()  # same size, new bytes: the stamp (mtime, ctime) changes
+    path.write_bytes(bytes(raw))
+    assert set_aside_broken([path], memo) == [path] and opened == [path]
+    assert (tmp_path / "run.nc.corrupt").exists()

@@ -1,5 +1,9 @@
 """Profiles expand into validated run configs with stable, config-addressed file names."""
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,28 @@ def test_profile_errors(tmp_path):
     )
     with pytest.raises(ConfigError, match="not defined"):
         load_profile("bad2", tmp_path)
+
+
+def test_an_unchanged_profile_loads_from_its_memo_without_torch(tmp_path):
+    """The DAG's parse (every `snakemake` call, every SLURM job) reads the memo: no validation, no torch import.
+    A changed profile is validated again."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "config").mkdir()
+    for name in ("smoke.yaml", "schema.yaml"):
+        shutil.copy(root / "config" / name, tmp_path / "config" / name)
+    (tmp_path / "Snakefile").touch()
+    first = load_profile("smoke", tmp_path)
+    probe = (
+        "from eoslab.pipeline import load_profile, profile_runs; import json, sys; "
+        f"p = load_profile('smoke', {str(tmp_path)!r}); "
+        "print(json.dumps([p, {str(k): v for k, v in profile_runs(p).items()}, 'torch' in sys.modules]))"
+    )
+    profile, runs, torch_imported = json.loads(subprocess.check_output([sys.executable, "-c", probe]))
+    assert profile == json.loads(json.dumps(first)) and not torch_imported
+    assert runs == json.loads(json.dumps({str(k): v for k, v in profile_runs(first).items()}))
+    text = (tmp_path / "config" / "smoke.yaml").read_text()
+    (tmp_path / "config" / "smoke.yaml").write_text(
+        text.replace("families:", "families:\n  bad: {base: {steps: -1}}", 1)
+    )
+    with pytest.raises(ConfigError, match="steps"):
+        load_profile("smoke", tmp_path)

@@ -14,7 +14,8 @@ import argparse
 import json
 import sys
 import warnings
-from importlib.metadata import version
+
+from eoslab import __version__
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "  eoslab run run.yaml --out run.nc --set optimizer.lr=0.05",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('eoslab')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = [
         ("run", "train and measure one run"),

@@ -6,22 +6,19 @@ before anything is computed; ``config_hash`` ties a cached result to the setting
 """
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
 import math
 import re
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
-
-from eoslab.data import DATASETS
-from eoslab.losses import LOSSES
-from eoslab.models import MODELS, PRESETS
 
 RULES = ("gd", "sgd", "ngd", "sqrt_gd", "armijo")
 SAMPLING = ("subset", "iid", "reshuffle")
@@ -42,100 +39,116 @@ def _obj(properties: dict, required: tuple[str, ...] = (), extra: bool = False) 
     }
 
 
-SCHEMA: dict[str, Any] = _obj(
-    {
-        "name": {"type": "string", "default": "run"},
-        "seed": {**_count, "maximum": 2**32 - 1, "default": 0, "description": "initialisation and sampling seed"},
-        "dtype": {"enum": ["float32", "float64"], "default": "float32"},
-        "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
-        "data": _obj({"name": {"enum": sorted(DATASETS)}}, ("name",), extra=True),
-        "model": _obj({"name": {"enum": sorted(MODELS) + sorted(PRESETS)}}, ("name",), extra=True),
-        "loss": {"enum": sorted(LOSSES), "default": "half_mse"},
-        "optimizer": _obj(
-            {
-                "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
-                "lr": _positive,
-                "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
-                "sampling": {"enum": list(SAMPLING), "default": "subset"},
-                "schedule": {"enum": list(SCHEDULES), "default": "constant"},
-                "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
-                "eps": {"type": "number", "minimum": 0, "default": 1e-12},
+@functools.cache
+def run_schema() -> dict[str, Any]:
+    """The JSON schema of a run config (also :data:`SCHEMA`). Built on first use: its data, model and loss names come
+    from the registries of :mod:`eoslab.data`, :mod:`eoslab.models` and :mod:`eoslab.losses`, which import torch, and
+    importing this module must not (the DAG's parse reads configs and hashes only)."""
+    from eoslab.data import DATASETS
+    from eoslab.losses import LOSSES
+    from eoslab.models import MODELS, PRESETS
+
+    return _obj(
+        {
+            "name": {"type": "string", "default": "run"},
+            "seed": {**_count, "maximum": 2**32 - 1, "default": 0, "description": "initialisation and sampling seed"},
+            "dtype": {"enum": ["float32", "float64"], "default": "float32"},
+            "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
+            "data": _obj({"name": {"enum": sorted(DATASETS)}}, ("name",), extra=True),
+            "model": _obj({"name": {"enum": sorted(MODELS) + sorted(PRESETS)}}, ("name",), extra=True),
+            "loss": {"enum": sorted(LOSSES), "default": "half_mse"},
+            "optimizer": _obj(
+                {
+                    "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
+                    "lr": _positive,
+                    "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                    "sampling": {"enum": list(SAMPLING), "default": "subset"},
+                    "schedule": {"enum": list(SCHEDULES), "default": "constant"},
+                    "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
+                    "eps": {"type": "number", "minimum": 0, "default": 1e-12},
+                },
+                ("lr",),
+            ),
+            "steps": _count,
+            "measure": _obj(
+                {
+                    "every": {"type": "integer", "minimum": 1, "default": 100},
+                    "early_every": {"type": "integer", "minimum": 1, "default": 10},
+                    "early_until": {**_count, "default": 0},
+                    "subset": _optional_count | {"description": "first n examples for full-batch measures"},
+                    "chunk_size": _optional_count,
+                    "tol": {**_positive, "default": 1e-3},
+                    "max_iter": {"type": "integer", "minimum": 1, "default": 100},
+                    "sharpness": {"type": "boolean", "default": True},
+                    "top_k": {"type": "integer", "minimum": 1, "default": 1},
+                    "batch_size": _optional_count
+                    | {"description": "mini-batch size of the estimators (default: SGD's)"},
+                    "minibatch": {**_count, "default": 0, "description": "batches for MiniBS and Batch Sharpness"},
+                    "directional": {"type": "boolean", "default": False},
+                    "layers": {"type": "boolean", "default": False},
+                    "interaction": {**_count, "default": 0, "description": "batches for tr(HS_b) (0: off)"},
+                    "interaction_exact": {"type": "boolean", "default": False},
+                    "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
+                    "grad_norms": {"type": "boolean", "default": False},
+                    "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
+                    "test": {"type": "boolean", "default": True},
+                    "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
+                    "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
+                    "windows": {
+                        "type": "array",
+                        "default": [],
+                        "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
+                        "items": _obj(
+                            {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
+                            ("from", "until", "every"),
+                        ),
+                    },
+                }
+            ),
+            "stop": _obj(
+                {
+                    "train_loss": {
+                        "type": ["number", "null"],
+                        "default": None,
+                        "description": "stop at the first measurement whose full-batch training loss is below this",
+                    },
+                    "examples": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "default": None,
+                        "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
+                    },
+                }
+            ),
+            "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
+            "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
+            "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
+            "save_params": {
+                "type": "array",
+                "items": _count,
+                "default": [],
+                "description": "steps whose parameters the NetCDF keeps (variable saved_params), for init.file",
             },
-            ("lr",),
-        ),
-        "steps": _count,
-        "measure": _obj(
-            {
-                "every": {"type": "integer", "minimum": 1, "default": 100},
-                "early_every": {"type": "integer", "minimum": 1, "default": 10},
-                "early_until": {**_count, "default": 0},
-                "subset": _optional_count | {"description": "first n examples for full-batch measures"},
-                "chunk_size": _optional_count,
-                "tol": {**_positive, "default": 1e-3},
-                "max_iter": {"type": "integer", "minimum": 1, "default": 100},
-                "sharpness": {"type": "boolean", "default": True},
-                "top_k": {"type": "integer", "minimum": 1, "default": 1},
-                "batch_size": _optional_count | {"description": "mini-batch size of the estimators (default: SGD's)"},
-                "minibatch": {**_count, "default": 0, "description": "batches for MiniBS and Batch Sharpness"},
-                "directional": {"type": "boolean", "default": False},
-                "layers": {"type": "boolean", "default": False},
-                "interaction": {**_count, "default": 0, "description": "batches for tr(HS_b) (0: off)"},
-                "interaction_exact": {"type": "boolean", "default": False},
-                "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
-                "grad_norms": {"type": "boolean", "default": False},
-                "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
-                "test": {"type": "boolean", "default": True},
-                "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
-                "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
-                "windows": {
-                    "type": "array",
-                    "default": [],
-                    "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
-                    "items": _obj(
-                        {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
-                        ("from", "until", "every"),
-                    ),
-                },
-            }
-        ),
-        "stop": _obj(
-            {
-                "train_loss": {
-                    "type": ["number", "null"],
-                    "default": None,
-                    "description": "stop at the first measurement whose full-batch training loss is below this",
-                },
-                "examples": {
-                    "type": ["integer", "null"],
-                    "minimum": 1,
-                    "default": None,
-                    "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
-                },
-            }
-        ),
-        "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
-        "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
-        "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
-        "save_params": {
-            "type": "array",
-            "items": _count,
-            "default": [],
-            "description": "steps whose parameters the NetCDF keeps (variable saved_params), for init.file",
+            "init": _obj(
+                {
+                    "file": {"type": ["string", "null"], "default": None, "description": "run file to start from"},
+                    "step": {"type": ["integer", "null"], "minimum": 0, "default": None},
+                    "from": {
+                        "type": ["string", "null"],
+                        "default": None,
+                        "description": "<family>/<run> of the same profile; the pipeline fills init.file",
+                    },
+                }
+            ),
         },
-        "init": _obj(
-            {
-                "file": {"type": ["string", "null"], "default": None, "description": "run file to start from"},
-                "step": {"type": ["integer", "null"], "minimum": 0, "default": None},
-                "from": {
-                    "type": ["string", "null"],
-                    "default": None,
-                    "description": "<family>/<run> of the same profile; the pipeline fills init.file",
-                },
-            }
-        ),
-    },
-    ("data", "model", "optimizer", "steps"),
-)
+        ("data", "model", "optimizer", "steps"),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":
+        return run_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -151,8 +164,31 @@ class ConfigError(ValueError):
     """An invalid run config; the message names the key."""
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator that also fills ``default`` values into the instance (the jsonschema FAQ recipe)."""
+@functools.cache
+def _jsonschema() -> Any:
+    """The jsonschema module, imported on first use without ``rfc3987_syntax``.
+
+    Importing jsonschema imports the optional package of every format checker it finds, and ``rfc3987_syntax``
+    (installed by the notebook stack) builds a grammar at import: ~1 s in every job. Configs use no ``format``, so
+    that one import is made to fail while jsonschema loads (only if nothing imported it before; later imports of it
+    work as usual).
+    """
+    hide = "rfc3987_syntax" not in sys.modules
+    if hide:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # `import` of it raises ImportError
+    try:
+        import jsonschema
+    finally:
+        if hide:
+            del sys.modules["rfc3987_syntax"]
+    return jsonschema
+
+
+@functools.cache
+def _validator_class() -> type:
+    """Draft 2020-12 that also fills ``default`` values into the instance (the jsonschema FAQ recipe)."""
+    jsonschema = _jsonschema()
+    validator_class = jsonschema.Draft202012Validator
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -162,9 +198,6 @@ def _with_defaults(validator_class: type) -> type:
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> None:
@@ -213,7 +246,7 @@ def check(instance: Mapping[str, Any], schema: Mapping[str, Any], what: str = "c
     if bad is not None:
         raise ConfigError(f"{what}: {bad}: must be a finite number (NaN and infinity are not allowed)")
     out = copy.deepcopy(dict(instance))
-    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(out))
+    error = _jsonschema().exceptions.best_match(_validator_class()(schema).iter_errors(out))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         hint = ""
@@ -225,7 +258,10 @@ def check(instance: Mapping[str, Any], schema: Mapping[str, Any], what: str = "c
 
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """A validated deep copy of a run config with every default filled in; ``ConfigError`` names the bad key."""
-    out = check(config, SCHEMA)
+    from eoslab.data import DATASETS
+    from eoslab.models import MODELS, PRESETS
+
+    out = check(config, run_schema())
     _check_kwargs("data", DATASETS[out["data"]["name"]], out["data"], {"dtype"})
     name = out["model"]["name"]
     constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
@@ -266,6 +302,17 @@ def check_device(device: str) -> None:
             raise ConfigError(f"device: {device!r} is not available here ({count} CUDA devices); use device: cpu")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device: {device!r} is not available here; use device: cpu")
+
+
+@functools.cache
+def source_digest() -> str:
+    """SHA-256 of the eoslab package's sources (every ``.py`` file, by relative path), once per process: what
+    decides how a config validates and what a run computes."""
+    package = Path(__file__).resolve().parent
+    sha = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        sha.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return sha.hexdigest()
 
 
 def digest(validated: Mapping[str, Any]) -> str:

@@ -9,20 +9,22 @@ Snakemake reruns exactly what changed and identical runs are shared between prof
 """
 
 import copy
+import hashlib
 import itertools
+import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from eoslab.config import ConfigError, check, digest, set_key, validate
-from eoslab.limits import validate_limit
-from eoslab.store import is_intact, open_run
+from eoslab.config import ConfigError, check, digest, set_key, source_digest, validate
 
 
 def _validate_limit(config: Mapping[str, Any]) -> dict[str, Any]:
+    from eoslab.limits import validate_limit  # imports the engine
 
     return validate_limit(config)
 
@@ -53,9 +55,27 @@ def _grid_name(assignment: dict[str, Any]) -> str:
     return "-".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in assignment.items())
 
 
+VALIDATED: dict[str, dict[str, dict[str, Any]]] = {}
+""":func:`expand_family`'s results in this process, by :func:`family_key`; :func:`load_profile` keeps them on disk
+(``.snakemake/eoslab/``), so a DAG parse with unchanged configs and code validates nothing (and imports no torch)."""
+
+
+def family_key(family: Mapping[str, Any]) -> str:
+    """SHA-256 of a family's spec and of the package's sources: what its validated runs depend on."""
+    canonical = json.dumps(family, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{source_digest()}\0{canonical}".encode()).hexdigest()
+
+
 def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``,
-    validated by the family's ``command`` (default ``run``: a run config)."""
+    validated by the family's ``command`` (default ``run``: a run config). Memoised in :data:`VALIDATED`."""
+    key = family_key(family)
+    if key not in VALIDATED:
+        VALIDATED[key] = _expand(family)
+    return copy.deepcopy(VALIDATED[key])
+
+
+def _expand(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     variants: dict[str, dict[str, Any]] = {name: dict(over or {}) for name, over in family.get("runs", {}).items()}
     grid = family.get("grid", {})
     for values in itertools.product(*grid.values()) if grid else ():
@@ -77,15 +97,55 @@ def run_file(family: str, name: str, config: Mapping[str, Any], root: str | Path
     return Path(root) / family / f"{name}-{digest(config)}.nc"
 
 
-def set_aside_broken(paths: Iterable[str | Path]) -> list[Path]:
+def _stamp(stat: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes may have: inode, size, mtime and ctime (ctime cannot be set back)."""
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def set_aside_broken(paths: Iterable[str | Path], memo: str | Path | None = None) -> list[Path]:
     """Move every existing run file that is unreadable, fails a checksum or is not a finished run to
-    ``<file>.corrupt``, so the DAG makes it again (the Snakefile calls this before building the DAG)."""
-    moved = []
+    ``<file>.corrupt``, so the DAG makes it again (the Snakefile calls this before building the DAG).
+
+    ``memo`` (a JSON file) remembers the files found intact, by :func:`_stamp` and code version: a file is read
+    again only when it changed since, so a parse over hundreds of finished runs opens none of them."""
+    memo = None if memo is None else Path(memo)
+    known = _read_json(memo) if memo is not None else {}
+    known = known if known.get("code") == source_digest() else {}
+    intact, moved = {}, []
     for path in map(Path, paths):
-        if path.exists() and not is_intact(path):
+        if not path.exists():
+            continue
+        stamp = _stamp(path.stat())
+        if known.get("files", {}).get(str(path)) == stamp or _is_intact(path):
+            intact[str(path)] = stamp
+        else:
             path.replace(path.with_name(path.name + ".corrupt"))
             moved.append(path)
+    if memo is not None and intact != known.get("files"):
+        _write_json(memo, {"code": source_digest(), "files": intact})
     return moved
+
+
+def _is_intact(path: Path) -> bool:
+    from eoslab.store import is_intact  # imports xarray: only when a file must be read
+
+    return is_intact(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A memo file's content; {} if it is missing or unreadable (a memo is only ever a shortcut)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, content: Mapping[str, Any]) -> None:
+    """Write a memo atomically (a temp file beside it, then rename): concurrent parses never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content))
+    tmp.replace(path)
 
 
 SIGNAL_LEAD_MIN = 5
@@ -99,7 +159,11 @@ def runtime_request(estimate_min: float, out: str | Path, steps: int) -> int:
     wall time per step so far × steps left), else the profile's ``estimate_min``."""
     need = estimate_min
     partial = Path(f"{out}.partial")
-    if partial.exists() and is_intact(partial, partial=True):
+    if not partial.exists():
+        return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
+    from eoslab.store import is_intact, open_run  # imports xarray
+
+    if is_intact(partial, partial=True):
         ds = open_run(partial)
         done = int(ds.step.values[-1]) if ds.sizes["step"] else 0
         if done > 0:
@@ -155,16 +219,30 @@ def repo_root(start: str | Path = ".") -> Path:
 
 def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """``config/<name>.yaml`` validated against ``config/schema.yaml`` (defaults filled), with every run config
-    expanded and validated too, so a bad profile fails before any job starts."""
-    folder = repo_root(root or ".") / "config"
+    expanded and validated too, so a bad profile fails before any job starts.
+
+    The result and every family's validated runs are kept in ``.snakemake/eoslab/profile-<name>.json``, keyed by
+    the profile's and the schema's text and the package's sources: loading an unchanged profile again (every DAG
+    parse, and on SLURM every job) reads that file and validates nothing."""
+    top = repo_root(root or ".")
+    folder = top / "config"
     path = folder / f"{name}.yaml"
     if not path.exists():
         profiles = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "schema")
         raise FileNotFoundError(f"no profile {name!r}: {path} does not exist; profiles: {profiles}")
-    profile = check(yaml.safe_load(path.read_text()), yaml.safe_load((folder / "schema.yaml").read_text()), path.name)
+    text, schema = path.read_text(), (folder / "schema.yaml").read_text()
+    key = hashlib.sha256(f"{source_digest()}\0{text}\0{schema}".encode()).hexdigest()
+    memo = top / ".snakemake" / "eoslab" / f"profile-{name}.json"
+    saved = _read_json(memo)
+    if saved.get("key") == key:
+        VALIDATED.update(saved["validated"])
+        return saved["profile"]
+    profile = check(yaml.safe_load(text), yaml.safe_load(schema), path.name)
     for figure, spec in profile["figures"].items():
         missing = [f for f in spec["families"] if f not in profile["families"]]
         if missing:
             raise ConfigError(f"{path.name}: figures.{figure}.families: {missing} are not defined under families")
     profile_runs(profile)
+    validated = {k: VALIDATED[k] for k in map(family_key, profile["families"].values())}
+    _write_json(memo, {"key": key, "profile": profile, "validated": validated})
     return profile

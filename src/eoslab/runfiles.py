@@ -18,7 +18,6 @@ number when interrupted.
 
 import fcntl
 import functools
-import hashlib
 import io
 import json
 import os
@@ -37,7 +36,7 @@ import torch
 import xarray as xr
 
 import eoslab
-from eoslab.config import ConfigError, digest
+from eoslab.config import ConfigError, digest, source_digest
 from eoslab.store import is_intact, open_run, stale_temps, write_atomic, write_bytes_atomic
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -61,9 +60,6 @@ def code_version() -> dict[str, Any]:
     ``git_commit`` ("unknown" outside a git checkout) and ``git_dirty`` (1 if the sources differ from the
     commit, 0 if not, −1 unknown). Computed once per process."""
     package = Path(__file__).resolve().parent
-    sha = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        sha.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
 
     def git(*args: str) -> str | None:
         try:
@@ -75,7 +71,7 @@ def code_version() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--", ".") if commit else None
     return {
-        "code_hash": sha.hexdigest()[:12],
+        "code_hash": source_digest()[:12],
         "git_commit": commit or "unknown",
         "git_dirty": -1 if status is None else int(bool(status)),
     }
