@@ -39,110 +39,118 @@ def _obj(properties: dict, required: tuple[str, ...] = (), extra: bool = False) 
     }
 
 
+_NAMED = {"type": "string", "description": "filled with the registry's names by run_schema()"}
+_SCHEMA: dict[str, Any] = _obj(
+    {
+        "name": {"type": "string", "default": "run"},
+        "seed": {**_count, "maximum": 2**32 - 1, "default": 0, "description": "initialisation and sampling seed"},
+        "dtype": {"enum": ["float32", "float64"], "default": "float32"},
+        "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
+        "data": _obj({"name": _NAMED}, ("name",), extra=True),
+        "model": _obj({"name": _NAMED}, ("name",), extra=True),
+        "loss": {**_NAMED, "default": "half_mse"},
+        "optimizer": _obj(
+            {
+                "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
+                "lr": _positive,
+                "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
+                "sampling": {"enum": list(SAMPLING), "default": "subset"},
+                "schedule": {"enum": list(SCHEDULES), "default": "constant"},
+                "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
+                "eps": {"type": "number", "minimum": 0, "default": 1e-12},
+            },
+            ("lr",),
+        ),
+        "steps": _count,
+        "measure": _obj(
+            {
+                "every": {"type": "integer", "minimum": 1, "default": 100},
+                "early_every": {"type": "integer", "minimum": 1, "default": 10},
+                "early_until": {**_count, "default": 0},
+                "subset": _optional_count | {"description": "first n examples for full-batch measures"},
+                "chunk_size": _optional_count,
+                "tol": {**_positive, "default": 1e-3},
+                "max_iter": {"type": "integer", "minimum": 1, "default": 100},
+                "sharpness": {"type": "boolean", "default": True},
+                "top_k": {"type": "integer", "minimum": 1, "default": 1},
+                "batch_size": _optional_count | {"description": "mini-batch size of the estimators (default: SGD's)"},
+                "minibatch": {**_count, "default": 0, "description": "batches for MiniBS and Batch Sharpness"},
+                "directional": {"type": "boolean", "default": False},
+                "layers": {"type": "boolean", "default": False},
+                "interaction": {**_count, "default": 0, "description": "batches for tr(HS_b) (0: off)"},
+                "interaction_exact": {"type": "boolean", "default": False},
+                "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
+                "grad_norms": {"type": "boolean", "default": False},
+                "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
+                "test": {"type": "boolean", "default": True},
+                "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
+                "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
+                "windows": {
+                    "type": "array",
+                    "default": [],
+                    "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
+                    "items": _obj(
+                        {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
+                        ("from", "until", "every"),
+                    ),
+                },
+            }
+        ),
+        "stop": _obj(
+            {
+                "train_loss": {
+                    "type": ["number", "null"],
+                    "default": None,
+                    "description": "stop at the first measurement whose full-batch training loss is below this",
+                },
+                "examples": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "default": None,
+                    "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
+                },
+            }
+        ),
+        "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
+        "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
+        "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
+        "save_params": {
+            "type": "array",
+            "items": _count,
+            "default": [],
+            "description": "steps whose parameters the NetCDF keeps (variable saved_params), for init.file",
+        },
+        "init": _obj(
+            {
+                "file": {"type": ["string", "null"], "default": None, "description": "run file to start from"},
+                "step": {"type": ["integer", "null"], "minimum": 0, "default": None},
+                "from": {
+                    "type": ["string", "null"],
+                    "default": None,
+                    "description": "<family>/<run> of the same profile; the pipeline fills init.file",
+                },
+            }
+        ),
+    },
+    ("data", "model", "optimizer", "steps"),
+)
+
+
 @functools.cache
 def run_schema() -> dict[str, Any]:
-    """The JSON schema of a run config (also :data:`SCHEMA`). Built on first use: its data, model and loss names come
-    from the registries of :mod:`eoslab.data`, :mod:`eoslab.models` and :mod:`eoslab.losses`, which import torch, and
+    """The JSON schema of a run config (also :data:`SCHEMA`), its data, model and loss names from the registries of
+    :mod:`eoslab.data`, :mod:`eoslab.models` and :mod:`eoslab.losses`. Built on first use: those import torch, and
     importing this module must not (the DAG's parse reads configs and hashes only)."""
     from eoslab.data import DATASETS
     from eoslab.losses import LOSSES
     from eoslab.models import MODELS, PRESETS
 
-    return _obj(
-        {
-            "name": {"type": "string", "default": "run"},
-            "seed": {**_count, "maximum": 2**32 - 1, "default": 0, "description": "initialisation and sampling seed"},
-            "dtype": {"enum": ["float32", "float64"], "default": "float32"},
-            "device": {"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$", "default": "cpu"},
-            "data": _obj({"name": {"enum": sorted(DATASETS)}}, ("name",), extra=True),
-            "model": _obj({"name": {"enum": sorted(MODELS) + sorted(PRESETS)}}, ("name",), extra=True),
-            "loss": {"enum": sorted(LOSSES), "default": "half_mse"},
-            "optimizer": _obj(
-                {
-                    "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
-                    "lr": _positive,
-                    "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
-                    "sampling": {"enum": list(SAMPLING), "default": "subset"},
-                    "schedule": {"enum": list(SCHEDULES), "default": "constant"},
-                    "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
-                    "eps": {"type": "number", "minimum": 0, "default": 1e-12},
-                },
-                ("lr",),
-            ),
-            "steps": _count,
-            "measure": _obj(
-                {
-                    "every": {"type": "integer", "minimum": 1, "default": 100},
-                    "early_every": {"type": "integer", "minimum": 1, "default": 10},
-                    "early_until": {**_count, "default": 0},
-                    "subset": _optional_count | {"description": "first n examples for full-batch measures"},
-                    "chunk_size": _optional_count,
-                    "tol": {**_positive, "default": 1e-3},
-                    "max_iter": {"type": "integer", "minimum": 1, "default": 100},
-                    "sharpness": {"type": "boolean", "default": True},
-                    "top_k": {"type": "integer", "minimum": 1, "default": 1},
-                    "batch_size": _optional_count
-                    | {"description": "mini-batch size of the estimators (default: SGD's)"},
-                    "minibatch": {**_count, "default": 0, "description": "batches for MiniBS and Batch Sharpness"},
-                    "directional": {"type": "boolean", "default": False},
-                    "layers": {"type": "boolean", "default": False},
-                    "interaction": {**_count, "default": 0, "description": "batches for tr(HS_b) (0: off)"},
-                    "interaction_exact": {"type": "boolean", "default": False},
-                    "trace": {**_count, "default": 0, "description": "Hutchinson probes (0: off)"},
-                    "grad_norms": {"type": "boolean", "default": False},
-                    "preconditioned": {"type": "boolean", "default": False, "description": "λmax(P^½HP^½)"},
-                    "test": {"type": "boolean", "default": True},
-                    "noise_kernel": {"type": "boolean", "default": False, "description": "NTK spectrum and 𝒦 (MSE)"},
-                    "lssr": {**_count, "default": 0, "description": "Monte-Carlo batches per b for rho_b (0: off)"},
-                    "windows": {
-                        "type": "array",
-                        "default": [],
-                        "description": "extra measurements every `every` steps for from <= t <= until (dense windows)",
-                        "items": _obj(
-                            {"from": _count, "until": _count, "every": {"type": "integer", "minimum": 1}},
-                            ("from", "until", "every"),
-                        ),
-                    },
-                }
-            ),
-            "stop": _obj(
-                {
-                    "train_loss": {
-                        "type": ["number", "null"],
-                        "default": None,
-                        "description": "stop at the first measurement whose full-batch training loss is below this",
-                    },
-                    "examples": {
-                        "type": ["integer", "null"],
-                        "minimum": 1,
-                        "default": None,
-                        "description": "stop once steps x b examples were seen (full-batch rules: n per step)",
-                    },
-                }
-            ),
-            "divergence": _obj({"max_loss": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1e8}}),
-            "checkpoint_every": {**_count, "default": 1000, "description": "steps between checkpoints (0: none)"},
-            "flush_every": {**_count, "default": 20, "description": "measurements between NetCDF flushes"},
-            "save_params": {
-                "type": "array",
-                "items": _count,
-                "default": [],
-                "description": "steps whose parameters the NetCDF keeps (variable saved_params), for init.file",
-            },
-            "init": _obj(
-                {
-                    "file": {"type": ["string", "null"], "default": None, "description": "run file to start from"},
-                    "step": {"type": ["integer", "null"], "minimum": 0, "default": None},
-                    "from": {
-                        "type": ["string", "null"],
-                        "default": None,
-                        "description": "<family>/<run> of the same profile; the pipeline fills init.file",
-                    },
-                }
-            ),
-        },
-        ("data", "model", "optimizer", "steps"),
-    )
+    schema = copy.deepcopy(_SCHEMA)
+    sections = schema["properties"]
+    sections["data"]["properties"]["name"] = {"enum": sorted(DATASETS)}
+    sections["model"]["properties"]["name"] = {"enum": sorted(MODELS) + sorted(PRESETS)}
+    sections["loss"] = {"enum": sorted(LOSSES), "default": "half_mse"}
+    return schema
 
 
 def __getattr__(name: str) -> Any:
