@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import eoslab
-from eoslab.eigen import lanczos, power_iteration, start_vector
+from eoslab.eigen import lanczos, power_iteration, short_lanczos, start_vector
 
 
 def spectrum_matrix(eigs, seed=0):
@@ -137,3 +137,41 @@ def test_eigenvalue_criterion_on_a_close_pair():
     assert abs(blind.values.item() - 10.0) > 1e-5 * 10.0 >= abs(strict.values.item() - 10.0)
     with pytest.raises(ValueError, match="criterion"):
         lanczos(lambda V: V @ A, unit(100, 4), criterion="relative")
+
+
+@pytest.mark.parametrize("criterion", ["eigenvalue", "residual"])
+def test_short_lanczos_top_eigenpair_of_many_problems(criterion):
+    """Three-term recurrence, no basis: the top eigenvalue of every problem within tol of the dense one, through the
+    loss of orthogonality (a near-degenerate top pair, 300 steps allowed) and a breakdown (dim 6 < steps)."""
+    spectra = [torch.linspace(-1, 1, 400, dtype=torch.float64) for _ in range(3)]
+    spectra[0][-2:] = torch.tensor([4.0, 4.004], dtype=torch.float64)  # top pair 0.1 % apart
+    spectra[1][-1] = 9.0
+    spectra[2][-3:] = torch.tensor([2.0, 2.5, 3.0], dtype=torch.float64)
+    mats = [spectrum_matrix(e, seed=i)[0] for i, e in enumerate(spectra)]
+    A = torch.stack(mats)
+    V0 = torch.randn(3, 400, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for tol in (1e-3, 1e-8):
+        res = short_lanczos(lambda V: torch.einsum("mij,mj->mi", A, V), V0, tol, 300, criterion=criterion)
+        want = torch.tensor([4.004, 9.0, 3.0], dtype=torch.float64)
+        assert res.converged and ((res.values[:, 0] - want).abs() <= tol * want).all(), (tol, res.values)
+        assert res.vectors.shape == (3, 1, 0)
+    res = short_lanczos(lambda V: torch.einsum("mij,mj->mi", A, V), V0, 1e-8, 300, criterion="residual", vectors=True)
+    y = res.vectors[:, 0]
+    residual = (torch.einsum("mij,mj->mi", A, y) - res.values * y).norm(dim=-1) / y.norm(dim=-1)
+    assert (residual <= 1e-7 * res.values[:, 0]).all() and torch.allclose(y.norm(dim=-1), torch.ones(3, dtype=y.dtype), atol=1e-6)
+    small = spectrum_matrix([1.0, 2.0, 3.0, 5.0, 8.0, 13.0])[0]
+    res = short_lanczos(lambda V: V @ small, unit(6), 1e-10, 40, generator=torch.Generator().manual_seed(0))
+    assert res.values[0, 0].item() == pytest.approx(13.0, rel=1e-10)
+
+
+def test_short_lanczos_agrees_with_full_reorthogonalisation_on_a_network():
+    """The stacked mini-batch Hessians of an MLP: the recurrence alone gives lanczos's values (same tol)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+    X, y = torch.randn(64, 6, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(1)).reshape(8, 8)
+    op = eoslab.MiniBatchHessians(model, eoslab.losses.half_mse, X[idx], y[idx])
+    v0 = start_vector(op.gradients, generator=torch.Generator().manual_seed(2))
+    full = lanczos(op.matvec, v0, 1, 1e-10, 200, criterion="residual")
+    short = short_lanczos(op.matvec, v0, 1e-10, 200, criterion="residual")
+    assert torch.allclose(short.values, full.values, rtol=1e-9)

@@ -166,8 +166,7 @@ def minibatch(ctx: Context) -> dict[str, Any]:
     X, Y = ctx.problem.X, ctx.problem.Y
     idx = sample_batches(len(X), ctx.batch_size, ctx.m["minibatch"], ctx.replace, ctx.gen)
     mb = MiniBatchHessians(ctx.problem.model, ctx.problem.loss_fn, X[idx], Y[idx], ctx.params)
-    res = minibatch_eigs(mb, v0=ctx.warm.get("minibatch"), **ctx.solver)
-    ctx.warm["minibatch"] = res.vectors[:, 0]
+    res = minibatch_eigs(mb, **ctx.solver)  # fresh batches: each starts from its own gradient
     return {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
 
 
