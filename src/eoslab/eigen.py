@@ -90,6 +90,7 @@ def lanczos(
     Q[:, 0] = v0 / v0.norm(dim=-1, keepdim=True)
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
+    stop = StoppingRule(tol, criterion)
     for j in range(steps):
         q, B = Q[:, j], Q[:, : j + 1]
         w = matvec(q).to(dtype)
@@ -98,7 +99,8 @@ def lanczos(
         w = orthogonalize(w, B)
         beta = w.norm(dim=-1)
         theta, S, top, residuals, errors = ritz_bounds(alphas, betas, beta, k, criterion)
-        done = j + 1 >= min(k, steps) and bool((errors <= tol * top.abs()).all())
+        errors, done = stop(top, errors)
+        done = done and j + 1 >= min(k, steps)
         if done or j + 1 == steps:
             break
         w, beta = next_vector(w, beta, alphas, generator, basis=B)
@@ -144,13 +146,14 @@ def short_lanczos(
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
     restarts: dict[int, Tensor] = {}  # step → the next vectors, where a breakdown restarted some problem
+    stop = StoppingRule(tol, criterion)
     for j in range(steps):
         w = matvec(q).to(q.dtype)
         alphas.append((q * w).sum(-1))
         w = w - alphas[-1][:, None] * q - beta_prev[:, None] * q_prev
         beta = w.norm(dim=-1)
         theta, S, top, residuals, errors = ritz_bounds(alphas, betas, beta, 1, criterion)
-        done = bool((errors <= tol * top.abs()).all())
+        errors, done = stop(top, errors)
         if done or j + 1 == steps:
             break
         w, beta = next_vector(w, beta, alphas, generator)
@@ -171,6 +174,36 @@ def short_lanczos(
     return EigResult(
         top.to(q.dtype), y[:, None], residuals.to(q.dtype), n * (1 + vectors) - vectors, done, errors.to(q.dtype)
     )
+
+
+class StoppingRule:
+    """When Lanczos stops: every wanted Ritz value θ has its error bound ≤ tol·|θ|.
+
+    ``criterion="residual"``: the bound is the residual r, honest for the eigenvalue nearest θ. ``"eigenvalue"``:
+    the gap bound of :func:`error_bounds`, trusted only once the Ritz values have settled: it is raised to at least
+    the last step's change of θ, and must hold at two consecutive steps. The gap theorem assumes no other
+    eigenvalue within δ of θ, and early on a Ritz value that blends two close outliers has a small residual and
+    the bulk far below it, while the larger outlier is not resolved yet. Two outliers (4.0 and 4.2) over a bulk in
+    [−1, 1], random starts, tol 1e-3: the bound alone stopped outside tol in 47 of 100 cases (6.1 products), the
+    settled bound in 1 (9.1 products; the residual rule: 1, 8.8 products). A top pair 1 % apart stays hard: 13 of
+    100 (76 by the bound alone, 3 by the residual rule), within 1 % of λmax every time.
+    """
+
+    def __init__(self, tol: float, criterion: str):
+        self.tol, self.criterion = tol, criterion
+        self.previous: Tensor | None = None
+        self.held = False
+
+    def __call__(self, top: Tensor, errors: Tensor) -> tuple[Tensor, bool]:
+        """(the bounds, whether to stop) at one step, for the k largest Ritz values ``top`` (m, k)."""
+        if self.criterion == "residual":
+            return errors, bool((errors <= self.tol * top.abs()).all())
+        settled = self.previous is not None and self.previous.shape == top.shape  # T_j has k values by now
+        moved = (top - self.previous).abs() if settled else torch.full_like(top, torch.inf)
+        errors = torch.maximum(errors, moved)
+        holds = bool((errors <= self.tol * top.abs()).all())
+        done, self.previous, self.held = holds and self.held, top, holds
+        return errors, done
 
 
 def ritz_bounds(
