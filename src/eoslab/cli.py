@@ -6,7 +6,8 @@ Fits Snakemake and Unix habits: the config comes from a file, '-' (standard inpu
 to --out; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
 run too: divergence is a result, recorded in the file), 2 bad input (config, data files, --out a folder),
 3 an I/O error (output not writable, full disk, another process writing --out with --no-wait), 128 + n when
-interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing: the same command resumes.
+interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing, or at once on a second signal (the last
+checkpoint stays): the same command resumes. Every interrupt is one line, never a traceback.
 torch is imported only once a command runs, so --help and --version are instant.
 """
 
@@ -68,8 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--template", action="store_true", help="print a commented config with every default")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
+    from eoslab.runfiles import signals_stop_at_once
+
+    with signals_stop_at_once():
+        return _main(args)
+
+
+MAX_THREADS = 4096
+"""The most torch threads ``--threads`` may ask for (torch takes a 32-bit count)."""
+
+
+def _main(args: argparse.Namespace) -> int:
     from eoslab.config import ConfigError, config_hash
-    from eoslab.runfiles import Interrupted, exit_status
+    from eoslab.runfiles import Interrupted, check_out, exit_status
 
     try:
         if args.command == "config" and args.template:
@@ -81,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps({"config_hash": config_hash(config), "config": config}, indent=2, sort_keys=True))
             return 0
+        check_out(args.out)  # a folder, FIFO or device is refused before any compute
+        if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+            raise ConfigError(f"--threads: {args.threads} is not a number of threads in [1, {MAX_THREADS}]")
         import torch
 
         if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads: {args.threads} is not a positive number of threads")
             torch.set_num_threads(args.threads)
         if args.command == "limit":
             from eoslab.limits import limit
