@@ -162,8 +162,10 @@ def _standardize(X: np.ndarray, X_test: np.ndarray, axis: tuple[int, ...]) -> tu
 
 
 def _check_n(n: int, total: int, what: str) -> None:
-    if not 0 <= n <= total:
-        raise ValueError(f"{what}={n} must lie in [0, {total}]")
+    """``n`` examples of ``total`` exist; a training set (``what`` = "n_train") needs at least one."""
+    low = int(what == "n_train")
+    if not low <= n <= total:
+        raise ValueError(f"{what}={n} must lie in [{low}, {total}]")
 
 
 def _select(labels: np.ndarray, n: int | None, subset: str, rng: np.random.Generator, k: int, what: str) -> np.ndarray:
@@ -231,8 +233,8 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, dtype: torch
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if n_train < 0 or n_test < 0:
-        raise ValueError("n_train and n_test must be >= 0")
+    if n_train < 1 or n_test < 0:
+        raise ValueError("n_train must be >= 1 and n_test >= 0")
     args = get_dataset_args()
     args.num_samples = 10 * math.ceil((n_train + n_test) / 10)
     args.seed = seed
