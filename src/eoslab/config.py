@@ -374,13 +374,7 @@ def load_config(
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
     where = str(path) if path is not None else "config"
-    try:
-        if path is not None and Path(path).stat().st_size > MAX_BYTES:
-            raise ConfigError(f"{where}: {Path(path).stat().st_size} bytes; a config has at most {MAX_BYTES}")
-        text = Path(path).read_text() if path is not None else text
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where}: cannot read the config ({error.__class__.__name__}: {error})") from error
-    config = _parse(text or "{}", where)
+    config = read_yaml(path) if path is not None else _parse(text or "{}", where)
     config = {} if config is None else config  # an empty file: the schema names the missing keys
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: (top level): must be a mapping of keys to values, not {type(config).__name__}")
@@ -390,6 +384,17 @@ def load_config(
             raise ConfigError(f"override {item!r} is not of the form key=value")
         set_key(config, key.strip(), _parse(value, f"override {item!r}"))
     return (validator or validate)(config)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file read like a run config (bounded, duplicate keys refused); ``ConfigError`` naming the file."""
+    try:
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {Path(path).stat().st_size} bytes; a config has at most {MAX_BYTES}")
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.__class__.__name__}: {error})") from error
+    return _parse(text, str(path))
 
 
 def _parse(text: str, where: str) -> Any:

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from eoslab.config import ConfigError, check, digest, set_key, validate
+from eoslab.config import ConfigError, check, digest, read_yaml, set_key, validate
 from eoslab.limits import validate_limit
 from eoslab.store import is_intact, open_run
 
@@ -161,7 +159,7 @@ def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
     if not path.exists():
         profiles = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "schema")
         raise FileNotFoundError(f"no profile {name!r}: {path} does not exist; profiles: {profiles}")
-    profile = check(yaml.safe_load(path.read_text()), yaml.safe_load((folder / "schema.yaml").read_text()), path.name)
+    profile = check(read_yaml(path), read_yaml(folder / "schema.yaml"), path.name)
     for figure, spec in profile["figures"].items():
         missing = [f for f in spec["families"] if f not in profile["families"]]
         if missing:
