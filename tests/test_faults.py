@@ -29,7 +29,7 @@ import eoslab.limits
 import eoslab.runfiles
 import eoslab.sweep
 from eoslab.analysis import converged
-from eoslab.cli import main
+from eoslab.cli import STOPPED, main
 from eoslab.config import config_hash
 from eoslab.figures.f1_sharpness_plateaus import plateau_rows
 from eoslab.pipeline import runtime_request, set_aside_broken
@@ -554,10 +554,7 @@ def test_a_second_sigterm_while_checkpointing_stops_at_once_and_the_run_resumes(
     handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     assert main(["run", "--json", json.dumps(CONFIG), "--out", str(out), "--quiet"]) == 143
     err = capsys.readouterr().err
-    assert (
-        err
-        == "eoslab: interrupted: SIGTERM: stopped at once; files written so far are whole, the same command resumes\n"
-    )
+    assert err == f"eoslab: interrupted: SIGTERM: stopped at once; {STOPPED}\n"
     assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoint yet, nothing half-written, no lock
     monkeypatch.undo()

@@ -13,9 +13,14 @@ torch is imported only once a command runs, so --help and --version are instant.
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
+from typing import Any, NoReturn
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -69,10 +74,44 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--template", action="store_true", help="print a commented config with every default")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
-    from eoslab.runfiles import signals_stop_at_once
+    with _stop_on_signals():
+        try:
+            return _main(args)
+        except _Stopped as stop:
+            name = signal.Signals(stop.signum).name
+            print(f"eoslab: interrupted: {name}: stopped at once; {STOPPED}", file=sys.stderr)
+            return 128 + stop.signum
 
-    with signals_stop_at_once():
-        return _main(args)
+
+STOPPED = "files written so far are whole, the same command resumes"
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT outside a run's checkpointing loop (loading torch, the config, the data), or a second one
+    inside it. A BaseException, as KeyboardInterrupt: no ``except Exception`` on the way takes it for a bad file."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> NoReturn:
+    raise _Stopped(signum)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT stop the command at once with :class:`_Stopped` (a run's own handler takes
+    the first signal of its loop: it checkpoints). Files are written whole, so what was written stays usable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 MAX_THREADS = 4096

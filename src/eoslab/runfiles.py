@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import xarray as xr
@@ -274,9 +274,9 @@ def claimed(out: str | Path | None) -> Iterator[RunFiles]:
 @contextmanager
 def caught_signals(enabled: bool = True) -> Iterator[list[int]]:
     """While inside, SIGTERM and SIGINT append their number to the yielded list instead of killing the process.
-    The first signal restores the previous handlers, so a second one acts as they do (the CLI's
-    :func:`stop_at_once`: one line, exit 128 + n, the last checkpoint kept). Only in the main thread; previous
-    handlers come back on the way out."""
+    The first signal restores the previous handlers, so a second one acts as they do (the CLI's stop at once: one
+    line, exit 128 + n, the last checkpoint kept). Only in the main thread; previous handlers come back on the way
+    out."""
     received: list[int] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield received
@@ -292,28 +292,6 @@ def caught_signals(enabled: bool = True) -> Iterator[list[int]]:
         signal.signal(s, handler)
     try:
         yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def stop_at_once(signum: int, frame: Any) -> NoReturn:
-    """The CLI's handler of SIGTERM and SIGINT outside a run's checkpointing loop, and of a second signal inside it:
-    raise :class:`Interrupted` where the process is. Files are written whole (a temporary file is removed on the way
-    out), so the previous checkpoint and partial results stay, and the same command resumes from them."""
-    name = signal.Signals(signum).name
-    raise Interrupted(signum, f"{name}: stopped at once; files written so far are whole, the same command resumes")
-
-
-@contextmanager
-def signals_stop_at_once() -> Iterator[None]:
-    """:func:`stop_at_once` handles SIGTERM and SIGINT while inside (main thread only; the previous handlers after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, stop_at_once) for s in SIGNALS}
-    try:
-        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
