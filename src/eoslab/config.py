@@ -138,14 +138,6 @@ SCHEMA: dict[str, Any] = _obj(
 )
 
 
-MAX_BYTES = 1 << 20
-"""The largest config text the loader reads (1 MiB; the paper profile is ~10 kB)."""
-MAX_ALIASES = 200
-"""The most YAML aliases (``*name``) one document may use."""
-MAX_NODES = 100_000
-"""The most values one document may expand to, aliases counted as copies (an alias bomb is refused unbuilt)."""
-
-
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, bounded and strict: ``1e-3`` is a float (as in YAML 1.2; YAML 1.1 wants ``1.0e-3``);
     a duplicate key, a recursive alias, more than :data:`MAX_ALIASES` aliases or a document expanding to more than
@@ -192,6 +184,14 @@ class _Loader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+MAX_BYTES = 1 << 20
+"""The largest config text the loader reads (1 MiB; the paper profile is ~10 kB)."""
+MAX_ALIASES = 200
+"""The most YAML aliases (``*name``) one document may use."""
+MAX_NODES = 100_000
+"""The most values one document may expand to, aliases counted as copies (an alias bomb is refused unbuilt)."""
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -374,7 +374,7 @@ def load_config(
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
     where = str(path) if path is not None else "config"
-    config = read_yaml(path) if path is not None else _parse(text or "{}", where)
+    config = read_yaml(path) if path is not None else parse_yaml(text or "{}", where)
     config = {} if config is None else config  # an empty file: the schema names the missing keys
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: (top level): must be a mapping of keys to values, not {type(config).__name__}")
@@ -382,7 +382,7 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        set_key(config, key.strip(), _parse(value, f"override {item!r}"))
+        set_key(config, key.strip(), parse_yaml(value, f"override {item!r}"))
     return (validator or validate)(config)
 
 
@@ -394,10 +394,10 @@ def read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the config ({error.__class__.__name__}: {error})") from error
-    return _parse(text, str(path))
+    return parse_yaml(text, str(path))
 
 
-def _parse(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str) -> Any:
     """YAML (or JSON) ``text`` read by the bounded, duplicate-refusing :class:`_Loader`; a syntax error becomes a
     one-line ``ConfigError`` with the position."""
     if len(text) > MAX_BYTES:
