@@ -17,12 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-# Recovers on its own after a kill: under a lock that no second `make figures` can take, a stale Snakemake lock
-# is removed and incomplete jobs rerun (a killed run resumes from its checkpoint).
+# Recovers on its own after a kill: under a lock that no second `make figures` can take, Snakemake's lock is
+# removed only if no Snakemake works in this folder any more (eoslab.snakelock; beside a live one, e.g. `make smoke`,
+# it stays and Snakemake says the folder is locked), and incomplete jobs rerun (a killed run resumes).
 figures: $(VENV)/.installed  ## every figure of the profile (default: embedded data)
 	@mkdir -p .snakemake
 	flock --nonblock --conflict-exit-code 75 .snakemake/make-figures.lock sh -c \
-	  'snakemake --unlock --config profile=$(PROFILE) > /dev/null && \
+	  '{ ! python -m eoslab.snakelock || snakemake --unlock --config profile=$(PROFILE) > /dev/null; } && \
 	   snakemake --cores $(CORES) all --config profile=$(PROFILE) --rerun-incomplete'
 
 test: lint unit smoke claims  ## what CI runs

@@ -6,6 +6,7 @@ import json
 import pickle
 import struct
 
+import numpy as np
 import pytest
 import yaml
 from helpers import TINY_RUN
@@ -31,18 +32,35 @@ def idx_file(*, header: bytes | None = None, data: bytes = b"") -> bytes:
     return (header if header is not None else struct.pack(">HBB3I", 0, 8, 3, 2, 28, 28)) + data
 
 
-def mnist_files(folder, images: bytes) -> dict:
-    """The four MNIST files, the training images replaced by ``images``; returns the data section."""
-    good_labels = struct.pack(">HBBI", 0, 8, 1, 2) + b"\x01\x02"
-    good_images = idx_file(data=bytes(2 * 28 * 28))
+GOOD_LABELS = struct.pack(">HBBI", 0, 8, 1, 2) + b"\x01\x02"
+GOOD_IMAGES = idx_file(data=bytes(2 * 28 * 28))
+
+
+def mnist_files(folder, images: bytes = GOOD_IMAGES, labels: bytes = GOOD_LABELS, test: bytes = GOOD_IMAGES) -> dict:
+    """The four MNIST files, the training images, training labels or test images replaced; returns the data section."""
     for name, raw in [
         ("train-images-idx3-ubyte", images),
-        ("train-labels-idx1-ubyte", good_labels),
-        ("t10k-images-idx3-ubyte", good_images),
-        ("t10k-labels-idx1-ubyte", good_labels),
+        ("train-labels-idx1-ubyte", labels),
+        ("t10k-images-idx3-ubyte", test),
+        ("t10k-labels-idx1-ubyte", GOOD_LABELS),
     ]:
         (folder / name).write_bytes(raw)
     return {"name": "mnist", "root": str(folder), "n_train": 2, "n_test": 2}
+
+
+def float_images(value: float) -> bytes:
+    """Two 28×28 MNIST images of big-endian float32 ``value`` (idx type 0x0D)."""
+    return idx_file(header=struct.pack(">HBB3I", 0, 0x0D, 3, 2, 28, 28), data=struct.pack(">f", value) * 2 * 784)
+
+
+def cifar_batch(data=bytes(3072), labels=(0,)) -> bytes:
+    return pickle.dumps({b"data": data, b"labels": list(labels)})
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+"""A billion laughs: 9^9 values from 664 bytes."""
 
 
 def cifar_files(folder, first: bytes) -> dict:
@@ -128,9 +146,50 @@ CASES = [
     ("override-bad-yaml", CONFIG, ["--set", "optimizer.lr=[0.1"], None, "optimizer.lr"),
     ("override-into-a-number", CONFIG, ["--set", "steps.x=1"], None, "steps"),
     ("threads-zero", CONFIG, ["--threads", "0"], None, "--threads"),
+    # the issue's classes: bad data recorded as a result
+    ("mnist-nan-pixels", None, [], lambda d: mnist_files(d, float_images(float("nan"))), "train-images"),
+    ("mnist-float-pixels", None, [], lambda d: mnist_files(d, float_images(0.5)), "train-images"),
+    ("mnist-label-200", None, [], lambda d: mnist_files(d, labels=GOOD_LABELS[:-2] + b"\xc8\x01"), "train-labels"),
+    (
+        "mnist-label-minus-1",
+        None,
+        [],
+        lambda d: mnist_files(d, labels=struct.pack(">HBBI", 0, 9, 1, 2) + b"\xff\x01"),
+        "train-labels",
+    ),
+    (
+        "mnist-test-other-shape",
+        None,
+        [],
+        lambda d: mnist_files(d, test=idx_file(header=struct.pack(">HBB3I", 0, 8, 3, 2, 32, 32), data=bytes(2048))),
+        "t10k-images",
+    ),
+    ("cifar-nan-pixels", None, [], lambda d: cifar_files(d, cifar_batch(np.full(3072, np.nan))), "data_batch_1"),
+    ("cifar-float-pixels", None, [], lambda d: cifar_files(d, cifar_batch(np.full(3072, 0.5))), "data_batch_1"),
+    ("cifar-float-labels", None, [], lambda d: cifar_files(d, cifar_batch(labels=[0.7])), "data_batch_1"),
+    ("cifar-label-200", None, [], lambda d: cifar_files(d, cifar_batch(labels=[200])), "data_batch_1"),
+    ("cifar-label-minus-1", None, [], lambda d: cifar_files(d, cifar_batch(labels=[-1])), "data_batch_1"),
+    ("data-n-train-zero", with_("data.n_train", 0), [], None, "n_train"),
+    ("data-n-train-true", with_("data.n_train", True), [], None, "data.n_train"),
+    ("regression-n-zero", with_("data", {"name": "synthetic_regression", "n": 0}), [], None, "training set is empty"),
+    ("model-width-true", with_("model.width", True), [], None, "model.width"),
+    ("steps-true", with_("steps", True), [], None, "steps"),
+    # config and command line
+    ("lr-400-digits", with_("optimizer.lr", 10**400), [], None, "optimizer.lr"),
+    ("tol-400-digits", with_("measure.tol", 10**400), [], None, "measure.tol"),
+    ("n-train-400-digits", with_("data.n_train", 10**400), [], None, "data.n_train"),
+    ("lr-400-digits-override", CONFIG, ["--set", f"optimizer.lr={10**400}"], None, "optimizer.lr"),
+    ("threads-2-31", CONFIG, ["--threads", "2147483648"], None, "--threads"),
+    ("yaml-recursive-alias", "data: &d {name: digits, again: *d}\n", [], None, "recursive alias *d"),
+    ("yaml-alias-bomb", BOMB, [], None, "expands to more than"),
+    ("yaml-duplicate-key", yaml.safe_dump(CONFIG) + "optimizer: {lr: 50.0}\n", [], None, "duplicate key 'optimizer'"),
+    ("yaml-duplicate-nested", "data: {name: digits, n_train: 32, n_train: 8}\n", [], None, "duplicate key 'n_train'"),
+    ("yaml-too-big", "# " + "x" * (1 << 20) + "\n", [], None, "at most"),
+    ("init-file-missing", with_("init", {"file": "nowhere.nc", "step": 0}), [], None, "init.file: nowhere.nc"),
 ]
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line on standard error
 @pytest.mark.parametrize(("config", "args", "make_data", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_nothing_written(config, args, make_data, names, tmp_path, capsys):
     data = tmp_path / "data"

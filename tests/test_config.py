@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eoslab.config import ConfigError, config_hash, load_config, set_key, validate
+from eoslab.config import ConfigError, config_hash, load_config, read_yaml, set_key, validate
 from eoslab.engine import run
 
 BASE = {
@@ -182,3 +182,69 @@ def test_load_config_yaml_and_overrides(tmp_path):
         load_config(path, overrides=["steps.x=1"])
     with pytest.raises(ConfigError, match=r"'extra'"):
         load_config(path, overrides=["model.extra=1"])
+
+
+# ------------------------------------------------------------------------------- the bounded, strict YAML loader
+
+YAML_REFUSED = {
+    "recursive alias in a mapping": ("a: &x {b: *x}\n", r"at line 1, column 11: recursive alias \*x"),
+    "recursive alias in a list": ("a: &x [1, *x]\n", r"recursive alias \*x"),
+    "alias bomb": (
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
+        r"expands to more than 100000 values",
+    ),
+    "too many aliases": ("a: &a 1\nb: [" + ", ".join(["*a"] * 201) + "]\n", r"more than 200 aliases"),
+    "duplicate top-level key": ("steps: 3\nsteps: 4\n", r"at line 2, column 1: duplicate key 'steps'"),
+    "duplicate nested key": ("optimizer: {lr: 0.1, lr: 50.0}\n", r"duplicate key 'lr'"),
+    "nested too deeply": ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+    "too long": ("#" * (1 << 20) + "x\n", r"at most 1048576"),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_REFUSED))
+def test_yaml_loader_refuses_bombs_recursion_and_duplicates_in_one_line(case):
+    text, message = YAML_REFUSED[case]
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(text=text)
+    assert str(error.value).startswith("config: ") and "\n" not in str(error.value)
+
+
+def test_yaml_loader_keeps_anchors_merge_keys_and_the_profiles(tmp_path):
+    import yaml
+
+    from eoslab.pipeline import repo_root
+
+    (tmp_path / "c.yaml").write_text("base: &b {lr: 0.1, rule: gd}\noptimizer: {<<: *b, lr: 0.2}\n")
+    assert read_yaml(tmp_path / "c.yaml") == {"base": {"lr": 0.1, "rule": "gd"}, "optimizer": {"lr": 0.2, "rule": "gd"}}
+    for path in sorted((repo_root() / "config").glob("*.yaml")):
+        assert read_yaml(path) == yaml.safe_load(path.read_text()), path.name
+
+
+def test_a_profile_with_a_duplicate_key_is_refused(tmp_path):
+    from eoslab.pipeline import load_profile, repo_root
+
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "schema.yaml").write_text((repo_root() / "config" / "schema.yaml").read_text())
+    (tmp_path / "config" / "dup.yaml").write_text("families: {}\nfigures: {}\nfamilies: {}\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: not valid YAML at line 3, column 1: duplicate key 'families'"):
+        load_profile("dup", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("data.n_train", True, r"data\.n_train: True is not of type int"),
+        ("model.width", True, r"model\.width: True is not of type int"),
+        ("model.depth", False, r"model\.depth: False is not of type int"),
+        ("steps", True, r"steps: True is not of type 'integer'"),
+        ("optimizer.lr", True, r"optimizer\.lr: True is not of type 'number'"),
+        ("optimizer.lr", 10**400, r"optimizer\.lr: 100000000000\.\.\. \(401 digits\) is out of range"),
+        ("measure.tol", -(10**30), r"measure\.tol: -10000000000\.\.\. \(31 digits\) is out of range"),
+        ("seed", 2**63, r"seed: .* is out of range"),
+    ],
+)
+def test_booleans_and_huge_integers_are_refused_naming_the_key(dotted, value, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(with_(dotted, value))

@@ -309,3 +309,42 @@ def test_load_data():
         D.load_data({"name": "imagenet"})
     with pytest.raises(ValueError, match="dtype"):
         D.load_data({"name": "digits", "dtype": "int32"})
+
+
+# ---------------------------------------------------------------------------------- what every loader checks
+
+_X, _y = np.zeros((4, 3)), np.array([0, 1, 2, 1])
+SPLITS = {
+    "empty training set": ((_X[:0], _y[:0], _X, _y, 3), r"toy: the training set is empty"),
+    "fewer targets than inputs": ((_X, _y[:3], _X, _y, 3), r"toy: 4 training inputs but 3 targets"),
+    "nan input": ((np.where(np.eye(4, 3), np.nan, 0.0), _y, _X, _y, 3), r"toy: the training inputs hold NaN"),
+    "inf test input": ((_X, _y, _X + np.inf, _y, 3), r"toy: the test inputs hold NaN or infinite"),
+    "nan regression target": ((_X, _X.copy() * np.nan, _X, _X, None), r"toy: the training targets hold NaN"),
+    "float labels": ((_X, _y + 0.5, _X, _y, 3), r"toy: the training labels are float64, not integers"),
+    "boolean labels": ((_X, _y > 0, _X, _y, 3), r"toy: the training labels are bool, not integers"),
+    "label too large": ((_X, _y, _X, _y + 1, 3), r"toy: the test labels range over \[1, 3\], not \[0, 2\]"),
+    "negative label": ((_X, _y - 1, _X, _y, 3), r"toy: the training labels range over \[-1, 1\], not \[0, 2\]"),
+    "test inputs of another shape": ((_X, _y, np.zeros((4, 5)), _y, 3), r"toy: test inputs of shape \(5,\)"),
+    "test targets of another width": ((_X, _X, _X, _X[:, :2], None), r"toy: test targets of shape \(2,\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLITS))
+def test_loaded_arrays_are_checked_before_a_run_sees_them(case):
+    (X, y, X_test, y_test, k), message = SPLITS[case]
+    with pytest.raises(ValueError, match=message):
+        D._pack(X, y, X_test, y_test, k, "toy", "float64")
+
+
+@pytest.mark.parametrize(
+    ("loader", "kwargs", "message"),
+    [
+        (D.digits, {"n_train": 0}, r"n_train=0 must lie in \[1, 1797\]"),
+        (D.mnist1d, {"n_train": 0}, r"n_train must be >= 1"),
+        (D.synthetic_regression, {"n": 0}, r"training set is empty"),
+        (D.gaussian_linear_regression, {"D": 0}, r"training set is empty"),
+    ],
+)
+def test_no_loader_returns_an_empty_training_set(loader, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        loader(**kwargs)

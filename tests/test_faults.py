@@ -4,15 +4,20 @@ resumed run equals an uninterrupted one, partial results never sit at the final 
 line naming the path with its own exit status (2 bad input, 3 I/O, 128 + n after signal n)."""
 
 import errno
+import json
 import os
 import pickle
+import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,13 +25,16 @@ import xarray as xr
 import yaml
 
 import eoslab.engine
+import eoslab.limits
 import eoslab.runfiles
+import eoslab.sweep
 from eoslab.analysis import converged
-from eoslab.cli import main
+from eoslab.cli import STOPPED, main
 from eoslab.config import config_hash
 from eoslab.figures.f1_sharpness_plateaus import plateau_rows
 from eoslab.pipeline import runtime_request, set_aside_broken
 from eoslab.runfiles import Interrupted, RunFiles, code_version
+from eoslab.snakelock import snakemake_pids
 from eoslab.store import RunFileError, is_intact, open_run, open_runs, to_dataset, write_atomic
 
 CONFIG = {
@@ -397,3 +405,222 @@ def test_dag_parse_reads_a_run_file_again_only_when_it_changed(tmp_path, monkeyp
     path.write_bytes(bytes(raw))
     assert set_aside_broken([path], memo) == [path] and opened == [path]
     assert (tmp_path / "run.nc.corrupt").exists()
+
+
+# ------------------------------------------------------------------------- edited, foreign and unfinished files
+
+GD = {**CONFIG, "optimizer": {"rule": "gd", "lr": 500.0}, "measure": {"every": 5}}
+DIVERGES = {**GD, "divergence": {"max_loss": 1e3}, "save_params": [0]}
+
+
+@pytest.fixture(scope="module")
+def diverged_file(tmp_path_factory):
+    """A finished, diverged run under its pipeline name ``<name>-<hash>.nc``."""
+    path = tmp_path_factory.mktemp("runs") / f"boom-{config_hash(DIVERGES)}.nc"
+    assert eoslab.engine.run(DIVERGES, path).attrs["status"] == "diverged"
+    return path
+
+
+def edit_attrs(path, **attrs):
+    with h5py.File(path, "r+") as f:
+        for key, value in attrs.items():
+            if value is None:
+                del f.attrs[key]
+            else:
+                f.attrs[key] = value
+
+
+def rewrite(path, **attrs):
+    """Rewritten with valid checksums (as eoslab would write it), the global attributes changed."""
+    write_atomic(open_run(path).assign_attrs(**attrs), path)
+
+
+EDITS = {
+    "status-edited": (lambda p: edit_attrs(p, status="complete", diverged=0), "global attributes fail their checksum"),
+    "eta-edited": (lambda p: edit_attrs(p, eta=0.01), "global attributes fail their checksum"),
+    "config-edited": (lambda p: edit_attrs(p, config="{}"), "global attributes fail their checksum"),
+    "file-checksum-deleted": (lambda p: edit_attrs(p, checksum=None), "global attributes have no checksum"),
+    "variable-checksum-deleted": (
+        lambda p: h5py.File(p, "r+")["train_loss"].attrs.__delitem__("checksum"),
+        "'train_loss' has no checksum",
+    ),
+    "older-format": (lambda p: edit_attrs(p, format_version=None), "run-file format None"),
+    "hash-not-of-its-config": (lambda p: rewrite(p, config_hash="0123456789ab"), "not the hash of its config"),
+    "copied-to-another-config": (None, "not 0123456789ab as its name says"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_edited_or_foreign_run_files_are_refused_and_remade(edit, diverged_file, tmp_path):
+    change, message = EDITS[edit]
+    path = tmp_path / (diverged_file.name if change else "boom-0123456789ab.nc")
+    shutil.copy(diverged_file, path)
+    if change:
+        change(path)
+    with pytest.raises(RunFileError, match=re.escape(message)) as error:
+        open_run(path)
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+    assert not is_intact(path) and set_aside_broken([path]) == [path] and not path.exists()
+
+
+@pytest.mark.parametrize("source", ["missing", "folder", "running", "edited", "fifo"])
+def test_init_file_must_be_a_finished_intact_run_checked_before_anything_is_created(
+    source, diverged_file, tmp_path, monkeypatch, capsys
+):
+    path = tmp_path / "source.nc"
+    if source == "folder":
+        path.mkdir()
+    elif source == "fifo":
+        os.mkfifo(path)
+    elif source != "missing":
+        shutil.copy(diverged_file, path)
+        rewrite(path, status="running") if source == "running" else edit_attrs(path, status="complete")
+    config = {**CONFIG, "init": {"file": str(path), "step": 0}}
+    never_measure(monkeypatch)
+    out = tmp_path / "out" / "run.nc"
+    assert main(["run", "--json", json.dumps(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"eoslab: error: init.file: {path}") and err.count("\n") == 1, err
+    assert not out.parent.exists()
+
+
+def test_a_finished_source_is_accepted(diverged_file, tmp_path):
+    ds = eoslab.engine.run({**CONFIG, "steps": 1, "init": {"file": str(diverged_file), "step": 0}}, tmp_path / "a.nc")
+    assert ds.attrs["status"] == "complete"
+
+
+# --------------------------------------------------------------------------------------------- odd --out paths
+
+SWEEP = {**CONFIG, "steps": 4, "sweep": {"grid": {"optimizer.lr": [0.1, 0.2]}}}
+LIMIT = {**GD, "optimizer": {"rule": "gd"}, "search": {"eta0": 1.0, "T": 2, "R": 1}}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+@pytest.mark.parametrize("command", ["run", "sweep", "limit"])
+def test_out_that_is_not_a_regular_file_is_refused_before_compute(command, kind, tmp_path, monkeypatch, capsys):
+    out = {"fifo": tmp_path / "out.nc", "device": Path(os.devnull), "folder": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(out)
+    for module in (eoslab.engine, eoslab.sweep, eoslab.limits):
+        monkeypatch.setattr(module, "build_problem", lambda *a: pytest.fail("computed before --out was checked"))
+    config = {"run": CONFIG, "sweep": SWEEP, "limit": LIMIT}[command]
+    assert main([command, "--json", json.dumps(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    what = {"fifo": "is a FIFO", "device": "is a device", "folder": "is a folder"}[kind]
+    assert err.startswith(f"eoslab: error: --out: {out} {what}") and err.count("\n") == 1, err
+    assert kind != "fifo" or stat.S_ISFIFO(out.stat().st_mode)
+
+
+def test_symlinked_out_is_followed_the_target_replaced_and_the_link_kept(tmp_path, uninterrupted):
+    target, link = tmp_path / "store" / "run.nc", tmp_path / "run.nc"
+    target.parent.mkdir()
+    target.write_bytes(b"old bytes")
+    link.symlink_to(target)
+    assert main(["run", "--json", json.dumps(CONFIG), "--out", str(link), "--quiet"]) == 0
+    assert link.is_symlink() and link.resolve() == target
+    same_numbers(open_run(target), uninterrupted)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run.nc"]  # no lock or checkpoint left beside it
+
+
+# ------------------------------------------------------------------------------- interrupts: one line, resumable
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "eoslab.cli", *args, "--threads", "1", "--quiet"]
+
+
+def signal_when(proc: subprocess.Popen, path: Path, signums: list[int]) -> str:
+    """Send ``signums`` to ``proc`` (back to back) once ``path`` exists; its standard error."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not path.exists():
+        time.sleep(0.005)
+    for signum in signums:
+        proc.send_signal(signum)
+    return proc.communicate(timeout=120)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_checkpointing_is_one_line_and_resumable(signum, tmp_path):
+    config = {**CONFIG, "steps": 300, "measure": {"every": 50}, "checkpoint_every": 20}
+    out = tmp_path / "run.nc"
+    proc = subprocess.Popen(
+        cli("run", "--json", json.dumps(config), "--out", str(out)), stderr=subprocess.PIPE, text=True
+    )
+    err = signal_when(proc, tmp_path / "run.nc.ckpt", [signum, signum])
+    assert proc.returncode == 128 + signum, err
+    assert err.startswith("eoslab: interrupted:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+    assert main(["run", "--json", json.dumps(config), "--out", str(out), "--quiet"]) == 0  # the same command
+    same_numbers(open_run(out), eoslab.engine.run(config))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]
+
+
+def test_a_second_sigterm_while_checkpointing_stops_at_once_and_the_run_resumes(
+    tmp_path, monkeypatch, capsys, uninterrupted
+):
+    out, real_save = tmp_path / "run.nc", eoslab.engine.save_checkpoint
+
+    def save_checkpoint(*args):  # the second SIGTERM arrives while the first one's checkpoint is written
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_save(*args)
+
+    signal_at_measurement(monkeypatch, 3)
+    monkeypatch.setattr(eoslab.engine, "save_checkpoint", save_checkpoint)
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+    assert main(["run", "--json", json.dumps(CONFIG), "--out", str(out), "--quiet"]) == 143
+    err = capsys.readouterr().err
+    assert err == f"eoslab: interrupted: SIGTERM: stopped at once; {STOPPED}\n"
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoint yet, nothing half-written, no lock
+    monkeypatch.undo()
+    assert main(["run", "--json", json.dumps(CONFIG), "--out", str(out), "--quiet"]) == 0
+    same_numbers(open_run(out), uninterrupted)
+
+
+SWEEP_LR = {**CONFIG, "steps": 40, "measure": {"every": 20}, "sweep": {"grid": {"optimizer.lr": [0.1, 0.2, 0.3, 0.4]}}}
+
+
+@pytest.fixture(scope="module")
+def whole_sweep():
+    return eoslab.sweep.run_sweep(SWEEP_LR)
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]], ids=["ctrl-c", "twice"])
+def test_ctrl_c_in_a_sweep_is_one_line_and_the_sweep_resumes_from_finished_cells(
+    signals, tmp_path, capsys, whole_sweep
+):
+    out, partial = tmp_path / "sweep.nc", tmp_path / "sweep.nc.partial"
+    command = cli("sweep", "--json", json.dumps(SWEEP_LR), "--out", str(out))
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    err = signal_when(proc, partial, signals)
+    assert proc.returncode == 128 + signals[0], err
+    assert err.startswith("eoslab: interrupted:") and err.count("\n") == 1 and "Traceback" not in err, err
+    done_before = open_run(partial).sizes["cell"]
+    assert 1 <= done_before < 4 and not out.exists()
+    assert main(["sweep", "--json", json.dumps(SWEEP_LR), "--out", str(out)]) == 0  # the same command, not quiet
+    assert capsys.readouterr().out.startswith(f"cell {done_before + 1}/4")  # resumed after the finished cells
+    for name in whole_sweep.data_vars:
+        np.testing.assert_array_equal(open_run(out)[name].values, whole_sweep[name].values, err_msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.nc"]
+
+
+def test_make_figures_unlocks_only_a_lock_whose_snakemake_is_gone(tmp_path):
+    fake = tmp_path / "bin" / "snakemake"  # a process whose command line is Snakemake's, working in tmp_path
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(60)\n")
+    check = [sys.executable, "-m", "eoslab.snakelock", str(tmp_path)]
+    assert subprocess.run(check, check=False).returncode == 1  # no lock: nothing to unlock
+    (tmp_path / ".snakemake" / "locks").mkdir(parents=True)
+    (tmp_path / ".snakemake" / "locks" / "0.input.lock").write_text("data/runs/x.nc\n")
+    live = subprocess.Popen([sys.executable, str(fake), "--cores", "2"], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while live.pid not in snakemake_pids(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert snakemake_pids(tmp_path) == [live.pid] and snakemake_pids(tmp_path / "bin") == []
+        beside = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert beside.returncode == 1 and f"pid {live.pid}" in beside.stderr
+    finally:
+        live.kill()
+        live.wait()
+    assert subprocess.run(check, check=False).returncode == 0  # its owner is gone: stale, unlock it

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,16 @@ import xarray as xr
 import eoslab
 from eoslab.config import config_hash, validate
 from eoslab.engine import run
-from eoslab.store import VARIABLES, flatten_config, open_run, open_runs, to_dataset, write_atomic
+from eoslab.store import (
+    VARIABLES,
+    RunFileError,
+    file_checksum,
+    flatten_config,
+    open_run,
+    open_runs,
+    to_dataset,
+    write_atomic,
+)
 
 
 def base(**changes) -> dict:
@@ -171,3 +181,31 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_to_dataset_without_measurements():
     ds = to_dataset({}, {}, ["0", "2"], {"status": "diverged"})
     assert ds.sizes["step"] == 0 and ds.sizes["iteration"] == 0 and not ds.data_vars
+
+
+ATTRS = {
+    "int": 3,
+    "negative": -1,
+    "float": 0.1,
+    "nan": math.nan,
+    "text": "complete",
+    "float32": np.float32(0.25),
+    "one-element list": [7],
+    "list": [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("key", list(ATTRS))
+def test_every_kind_of_global_attribute_passes_its_checksum_after_a_round_trip_and_fails_when_changed(key, tmp_path):
+    ds = to_dataset({"step": [0], "train_loss": [1.0]}, {}, ["0"], {key: ATTRS[key], "status": "complete"})
+    write_atomic(ds, tmp_path / "a.nc")
+    back = open_run(tmp_path / "a.nc")
+    assert set(back.attrs) == {key, "status"}
+    assert file_checksum(back.attrs, {"v": "1"}) == file_checksum(ds.attrs, {"v": "1"})
+    changed = "other" if isinstance(ATTRS[key], str) else np.nan_to_num(np.asarray(ATTRS[key]) + 1)
+    write_atomic(ds, tmp_path / "b.nc")
+
+    with h5py.File(tmp_path / "b.nc", "r+") as f:
+        f.attrs[key] = changed
+    with pytest.raises(RunFileError, match="global attributes fail their checksum"):
+        open_run(tmp_path / "b.nc")

@@ -6,14 +6,20 @@ Fits Snakemake and Unix habits: the config comes from a file, '-' (standard inpu
 to --out; errors go to standard error as one line naming the key or the file. Exit status: 0 done (a diverged
 run too: divergence is a result, recorded in the file), 2 bad input (config, data files, --out a folder),
 3 an I/O error (output not writable, full disk, another process writing --out with --no-wait), 128 + n when
-interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing: the same command resumes.
+interrupted by signal n (SIGTERM 143, SIGINT 130) after checkpointing, or at once on a second signal (the last
+checkpoint stays): the same command resumes. Every interrupt is one line, never a traceback.
 torch is imported only once a command runs, so --help and --version are instant.
 """
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from eoslab import __version__
 
@@ -69,8 +75,53 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--template", action="store_true", help="print a commented config with every default")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_, **__: f"eoslab: warning: {message}\n"
+    with _stop_on_signals():
+        try:
+            return _main(args)
+        except _Stopped as stop:
+            name = signal.Signals(stop.signum).name
+            print(f"eoslab: interrupted: {name}: stopped at once; {STOPPED}", file=sys.stderr)
+            return 128 + stop.signum
+
+
+STOPPED = "files written so far are whole, the same command resumes"
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT outside a run's checkpointing loop (loading torch, the config, the data), or a second one
+    inside it. A BaseException, as KeyboardInterrupt: no ``except Exception`` on the way takes it for a bad file."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> NoReturn:
+    raise _Stopped(signum)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT stop the command at once with :class:`_Stopped` (a run's own handler takes
+    the first signal of its loop: it checkpoints). Files are written whole, so what was written stays usable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+MAX_THREADS = 4096
+"""The most torch threads ``--threads`` may ask for (torch takes a 32-bit count)."""
+
+
+def _main(args: argparse.Namespace) -> int:
     from eoslab.config import ConfigError, config_hash
-    from eoslab.runfiles import Interrupted, exit_status
+    from eoslab.runfiles import Interrupted, check_out, exit_status
 
     try:
         if args.command == "config" and args.template:
@@ -82,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(json.dumps({"config_hash": config_hash(config), "config": config}, indent=2, sort_keys=True))
             return 0
+        check_out(args.out)  # a folder, FIFO or device is refused before any compute
+        if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+            raise ConfigError(f"--threads: {args.threads} is not a number of threads in [1, {MAX_THREADS}]")
         import torch
 
         if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads: {args.threads} is not a positive number of threads")
             torch.set_num_threads(args.threads)
         if args.command == "limit":
             from eoslab.limits import limit

@@ -14,7 +14,7 @@ import math
 import re
 import sys
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,69 @@ def __getattr__(name: str) -> Any:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, but reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3``)."""
+    """PyYAML's safe loader, bounded and strict: ``1e-3`` is a float (as in YAML 1.2; YAML 1.1 wants ``1.0e-3``);
+    a duplicate key, a recursive alias, more than :data:`MAX_ALIASES` aliases or a document expanding to more than
+    :data:`MAX_NODES` values is a ``yaml.YAMLError`` naming the line. Merge keys (``<<: *base``) work as usual."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: set[str] = set()  # anchors whose node is being composed: an alias to one is recursive
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            self._aliases += 1
+            if event.anchor in self._open:
+                raise yaml.composer.ComposerError(None, None, f"recursive alias *{event.anchor}", event.start_mark)
+            if self._aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases in one document", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        anchor = self.peek_event().anchor
+        if anchor is not None:
+            self._open.add(anchor)
+        node = super().compose_node(parent, index)
+        self._open.discard(anchor)
+        return node
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"the document expands to more than {MAX_NODES} values (aliases counted)", node.start_mark
+            )
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_BYTES = 1 << 20
+"""The largest config text the loader reads (1 MiB; the paper profile is ~10 kB)."""
+MAX_ALIASES = 200
+"""The most YAML aliases (``*name``) one document may use."""
+MAX_NODES = 100_000
+"""The most values one document may expand to, aliases counted as copies (an alias bomb is refused unbuilt)."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values ``node`` expands to, each alias counted as a full copy (memoised by node: linear in the document)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = MAX_NODES + 1  # a cycle (refused earlier) must not recurse forever
+        children = node.value if isinstance(node.value, list) else []
+        flat = [c for item in children for c in (item if isinstance(item, tuple) else (item,))]
+        sizes[id(node)] = min(1 + sum(_expanded_size(c, sizes) for c in flat), MAX_NODES + 1)
+    return sizes[id(node)]
 
 
 _Loader.add_implicit_resolver(
@@ -221,7 +283,7 @@ def _check_kwargs(section: str, fn: Any, given: Mapping, exclude: set[str]) -> N
     hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
     for key, value in given.items():
         types = _plain_types(hints.get(key))
-        if types and not isinstance(value, types):
+        if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             names = " or ".join(sorted({t.__name__ for t in types}))
             raise ConfigError(f"{section}.{key}: {value!r} is not of type {names}")
 
@@ -234,13 +296,21 @@ def _plain_types(hint: Any) -> tuple[type, ...] | None:
     return tuple({*args, *((int,) if float in args else ())})
 
 
-def _non_finite(node: Any, path: str = "") -> str | None:
-    """The dotted key of the first NaN or infinite number in ``node`` (YAML's .nan/.inf), or None."""
+MAX_INT = 2**63 - 1
+"""The largest integer a config may hold (int64: what torch and NetCDF store)."""
+
+
+def _bad_number(node: Any, path: str = "") -> str | None:
+    """``"<dotted key>: <why>"`` for the first number in ``node`` no run can use: NaN or infinite (YAML's .nan/.inf),
+    or an integer beyond int64 (a 400-digit ``lr`` would overflow torch's conversion); else None."""
+    where = path or "(top level)"
     if isinstance(node, float) and not math.isfinite(node):
-        return path or "(top level)"
+        return f"{where}: must be a finite number (NaN and infinity are not allowed)"
+    if isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_INT:
+        return f"{where}: {str(node)[:12]}... ({len(str(abs(node)))} digits) is out of range (|x| < 2^63)"
     items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
-        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        found = _bad_number(value, f"{path}.{key}" if path else str(key))
         if found is not None:
             return found
     return None
@@ -250,9 +320,9 @@ def check(instance: Mapping[str, Any], schema: Mapping[str, Any], what: str = "c
     """A deep copy of ``instance`` with the schema's defaults filled in, or ``ConfigError`` naming the bad key."""
     if not isinstance(instance, Mapping):
         raise ConfigError(f"{what}: (top level): must be a mapping of keys to values, not {type(instance).__name__}")
-    bad = _non_finite(instance)
+    bad = _bad_number(instance)
     if bad is not None:
-        raise ConfigError(f"{what}: {bad}: must be a finite number (NaN and infinity are not allowed)")
+        raise ConfigError(f"{what}: {bad}")
     out = copy.deepcopy(dict(instance))
     error = _jsonschema().exceptions.best_match(_validator_class()(schema).iter_errors(out))
     if error is not None:
@@ -359,11 +429,7 @@ def load_config(
     Override values are parsed as YAML: ``optimizer.lr=0.1``, ``measure.layers=true``, ``data.name=digits``.
     """
     where = str(path) if path is not None else "config"
-    try:
-        text = Path(path).read_text() if path is not None else text
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where}: cannot read the config ({error.__class__.__name__}: {error})") from error
-    config = _parse(text or "{}", where)
+    config = read_yaml(path) if path is not None else parse_yaml(text or "{}", where)
     config = {} if config is None else config  # an empty file: the schema names the missing keys
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: (top level): must be a mapping of keys to values, not {type(config).__name__}")
@@ -371,12 +437,26 @@ def load_config(
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        set_key(config, key.strip(), _parse(value, f"override {item!r}"))
+        set_key(config, key.strip(), parse_yaml(value, f"override {item!r}"))
     return (validator or validate)(config)
 
 
-def _parse(text: str, where: str) -> Any:
-    """YAML (or JSON) ``text``; a syntax error becomes a one-line ``ConfigError`` with the position."""
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file read like a run config (bounded, duplicate keys refused); ``ConfigError`` naming the file."""
+    try:
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {Path(path).stat().st_size} bytes; a config has at most {MAX_BYTES}")
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.__class__.__name__}: {error})") from error
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML (or JSON) ``text`` read by the bounded, duplicate-refusing :class:`_Loader`; a syntax error becomes a
+    one-line ``ConfigError`` with the position."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters; a config has at most {MAX_BYTES}")
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
@@ -384,3 +464,5 @@ def _parse(text: str, where: str) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from error
+    except RecursionError as error:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from error

@@ -105,7 +105,8 @@ def _pack(
     name: str,
     dtype: torch.dtype | str,
 ) -> Data:
-    """numpy arrays -> Data; inputs (and regression targets) in ``dtype``, labels int64."""
+    """numpy arrays -> Data; inputs (and regression targets) in ``dtype``, labels int64, after :func:`_check_split`."""
+    _check_split(X, y, X_test, y_test, num_classes, name)
     dt = _as_dtype(dtype)
     ydt = torch.int64 if num_classes is not None else dt
 
@@ -113,6 +114,43 @@ def _pack(
         return torch.as_tensor(np.ascontiguousarray(a)).to(t)
 
     return Data(conv(X, dt), conv(y, ydt), conv(X_test, dt), conv(y_test, ydt), num_classes, name)
+
+
+def _check_split(
+    X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, num_classes: int | None, name: str
+) -> None:
+    """What every loader's arrays must satisfy before a run trains on them, else ``ValueError`` naming the split:
+    at least one training example, as many targets as inputs, test inputs (and regression targets) shaped like the
+    training ones, finite numbers, and class labels that are integers in [0, num_classes)."""
+    if len(X) < 1:
+        raise ValueError(f"{name}: the training set is empty (n_train, n or D is 0); a run needs at least 1 example")
+    for split, inputs, targets in (("training", X, y), ("test", X_test, y_test)):
+        if len(inputs) != len(targets):
+            raise ValueError(f"{name}: {len(inputs)} {split} inputs but {len(targets)} targets")
+        if not np.isfinite(inputs).all():
+            raise ValueError(f"{name}: the {split} inputs hold NaN or infinite values")
+        if num_classes is None and not np.isfinite(targets).all():
+            raise ValueError(f"{name}: the {split} targets hold NaN or infinite values")
+        if num_classes is not None:
+            _check_labels(targets, num_classes, f"{name}: the {split} labels")
+    for what, a, b in (("inputs", X, X_test), ("targets", y, y_test)):
+        if a.shape[1:] != b.shape[1:] and len(b):
+            raise ValueError(f"{name}: test {what} of shape {b.shape[1:]}, training {what} of shape {a.shape[1:]}")
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+    """Class labels are integers (not floats, not booleans) in [0, num_classes); else ``ValueError`` naming ``what``."""
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{what} are {labels.dtype}, not integers")
+    if len(labels) and not (labels.min() >= 0 and labels.max() < num_classes):
+        raise ValueError(f"{what} range over [{labels.min()}, {labels.max()}], not [0, {num_classes - 1}]")
+
+
+def _check_pixels(images: np.ndarray, what: str) -> None:
+    """Image files store unsigned bytes (0..255): anything else (floats, NaN, negative numbers) is not the dataset."""
+    if images.dtype.kind not in "iu" or (images.size and not (images.min() >= 0 and images.max() <= 255)):
+        kind = images.dtype if images.dtype.kind not in "iu" else f"values in [{images.min()}, {images.max()}]"
+        raise ValueError(f"{what}: pixels are {kind}, not unsigned bytes 0..255")
 
 
 def _standardize(X: np.ndarray, X_test: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +162,10 @@ def _standardize(X: np.ndarray, X_test: np.ndarray, axis: tuple[int, ...]) -> tu
 
 
 def _check_n(n: int, total: int, what: str) -> None:
-    if not 0 <= n <= total:
-        raise ValueError(f"{what}={n} must lie in [0, {total}]")
+    """``n`` examples of ``total`` exist; a training set (``what`` = "n_train") needs at least one."""
+    low = int(what == "n_train")
+    if not low <= n <= total:
+        raise ValueError(f"{what}={n} must lie in [{low}, {total}]")
 
 
 def _select(labels: np.ndarray, n: int | None, subset: str, rng: np.random.Generator, k: int, what: str) -> np.ndarray:
@@ -193,8 +233,8 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, dtype: torch
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if n_train < 0 or n_test < 0:
-        raise ValueError("n_train and n_test must be >= 0")
+    if n_train < 1 or n_test < 0:
+        raise ValueError("n_train must be >= 1 and n_test >= 0")
     args = get_dataset_args()
     args.num_samples = 10 * math.ceil((n_train + n_test) / 10)
     args.seed = seed
@@ -287,13 +327,16 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
-        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        raw = batch[b"data"]
+        images = np.frombuffer(raw, np.uint8) if isinstance(raw, bytes) else np.asarray(raw)
+        labels = np.asarray(batch[b"labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ValueError(f"{path}: not a CIFAR-10 python batch ({error.__class__.__name__}: {error})") from error
-    if len(images) != len(labels):
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({len(images)} images, {len(labels)} labels)")
-    return images, labels
+    _check_pixels(images, str(path))
+    _check_labels(labels, 10, f"{path}: labels")
+    if images.size % 3072 or labels.ndim != 1 or images.size // 3072 != len(labels):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({images.shape} pixels, {labels.shape} labels)")
+    return images.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def _read_cifar(paths: list[Path], need: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -397,9 +440,13 @@ def mnist(
     """
     paths = _mnist_files(Path(root))
     Xa, ya, Xb, yb = (read_idx(p) for p in paths)
-    for X_, y_, p in ((Xa, ya, paths[0]), (Xb, yb, paths[2])):
+    for X_, y_, p, q in ((Xa, ya, paths[0], paths[1]), (Xb, yb, paths[2], paths[3])):
         if X_.ndim != 3 or y_.ndim != 1 or len(X_) != len(y_):
             raise ValueError(f"malformed MNIST files near {p}: images {X_.shape}, labels {y_.shape}")
+        _check_pixels(X_, str(p))
+        _check_labels(y_, 10, f"{q}: labels")
+    if Xa.shape[1:] != Xb.shape[1:]:
+        raise ValueError(f"{paths[2]}: test images of shape {Xb.shape[1:]}, training images {Xa.shape[1:]}")
     rng = np.random.default_rng(seed)
     tr = _select(ya, n_train, subset, rng, 10, "n_train")
     te = _select(yb, n_test, subset, rng, 10, "n_test")

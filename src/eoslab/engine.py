@@ -327,6 +327,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
         raise ConfigError(f"measure.batch_size: {b} exceeds the {len(problem.X)} training examples")
     if (m["interaction"] or m["interaction_exact"]) and b > n_full:
         raise ConfigError(f"measure.batch_size: {b} exceeds the {n_full} examples of the full-batch measures")
+    theta0 = initial_params(problem.model, config)  # checks init.file before anything is created
     files.claim(wait, received)
     if (made := files.made_meanwhile(digest)) is not None:
         return made
@@ -335,7 +336,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)
     state = _load_checkpoint(ckpt, digest, resume_any_code) or State(
         0,
-        initial_params(problem.model, config),
+        theta0,
         train_gen.get_state(),
         measure_gen.get_state(),
     )

@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from eoslab.config import ConfigError, check, digest, set_key, source_digest, validate
+from eoslab.config import ConfigError, check, digest, parse_yaml, set_key, source_digest, validate
 
 
 def _validate_limit(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,7 +235,7 @@ def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
     if saved.get("key") == key:
         VALIDATED.update(saved["validated"])
         return saved["profile"]
-    profile = check(yaml.safe_load(text), yaml.safe_load(schema), path.name)
+    profile = check(parse_yaml(text, path.name), parse_yaml(schema, "schema.yaml"), path.name)
     for figure, spec in profile["figures"].items():
         missing = [f for f in spec["families"] if f not in profile["families"]]
         if missing:

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -97,6 +98,22 @@ def provenance(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_out(out: str | Path) -> Path:
+    """The path written for ``--out``: a symbolic link is followed (the run replaces the link's target, whose
+    folder then holds the run's lock, checkpoint and partial results; the link stays), and a folder, FIFO, device or
+    socket is refused with a ``ConfigError`` naming ``--out`` (a run never replaces what is not a regular file)."""
+    out = Path(out)
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a folder; give the run file's path, e.g. {out}/run.nc")
+    if out.exists() and not out.is_file():
+        mode = out.stat().st_mode
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ConfigError(f"--out: {out} is {kind}, not a regular file; give a file path")
+    return out
+
+
 def write_run(ds: xr.Dataset, path: Path) -> None:
     """:func:`eoslab.store.write_atomic`, failing with one :class:`OutputError` line that names the path."""
     try:
@@ -167,14 +184,14 @@ class RunFiles:
     def claim(self, wait: bool = True, received: list[int] | None = None) -> None:
         """Check the output can be written, take its lock and remove temporary files a killed writer left.
 
-        ``ConfigError`` if ``out`` is a folder; :class:`OutputError` (naming the path) if its folder cannot be
-        made or written. If another process holds the lock: wait for it (``waited`` is then True; a signal in
-        ``received`` stops the wait with :class:`Interrupted`), or with ``wait=False`` raise :class:`OutputError`.
+        ``ConfigError`` if ``out`` is not a regular file (:func:`check_out`, which also follows a symbolic link);
+        :class:`OutputError` (naming the path) if its folder cannot be made or written. If another process holds
+        the lock: wait for it (``waited`` is then True; a signal in ``received`` stops the wait with
+        :class:`Interrupted`), or with ``wait=False`` raise :class:`OutputError`.
         """
         if self.out is None:
             return
-        if self.out.is_dir():
-            raise ConfigError(f"--out: {self.out} is a folder; give the run file's path, e.g. {self.out}/run.nc")
+        self.out = check_out(self.out)
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.lock_fd = _lock(self.lock)
@@ -252,8 +269,10 @@ def claimed(out: str | Path | None) -> Iterator[RunFiles]:
 
 @contextmanager
 def caught_signals(enabled: bool = True) -> Iterator[list[int]]:
-    """While inside, SIGTERM and SIGINT append their number to the yielded list instead of killing the process
-    (a second signal acts as usual). Only in the main thread; previous handlers come back on the way out."""
+    """While inside, SIGTERM and SIGINT append their number to the yielded list instead of killing the process.
+    The first signal restores the previous handlers, so a second one acts as they do (the CLI's stop at once: one
+    line, exit 128 + n, the last checkpoint kept). Only in the main thread; previous handlers come back on the way
+    out."""
     received: list[int] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield received

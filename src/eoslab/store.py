@@ -9,9 +9,11 @@ Schema (every variable carries ``long_name`` and ``units``; :data:`VARIABLES` is
   ``torch_version``, ``device``, ``seed``, ``eta`` (optimizer.lr), ``wall_time_s``, ``status``
   ("running" while a run flushes partial results, then "complete" or "diverged"), ``diverged`` (0/1),
   ``diverged_step`` (−1 if not) and ``last_finite_loss``; ``code_hash``/``git_dirty`` (the code that made it).
-- every variable carries a ``checksum`` attribute (SHA-256 of its values), verified when the file is opened.
-  ``diverged_step`` (−1 if not), ``last_finite_loss``, ``stop_reason`` ("steps", "examples", "train_loss" or
-  "diverged") and ``stop_step`` (the last step reached).
+  ``stop_reason`` ("steps", "examples", "train_loss" or "diverged") and ``stop_step`` (the last step reached).
+- every variable carries a ``checksum`` attribute (SHA-256 of its values), and the file a global ``checksum`` of
+  its attributes and of every variable's checksum, with ``format_version`` (:data:`FORMAT_VERSION`). Opening a file
+  verifies all of them, and that ``config_hash`` is the hash of ``config`` and of the file's name
+  (``<name>-<hash>.nc``): an edited status, a deleted checksum or a file copied to another run's path is refused.
 
 Only the variables a run measured are present. :func:`open_runs` stacks finished runs along a ``run`` dimension.
 Files are written whole: serialised in memory, written to a unique temporary sibling, fsynced, renamed over the
@@ -21,6 +23,7 @@ target and the folder fsynced, so a crash, a kill or a full disk never leaves a 
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -177,11 +180,35 @@ def checksum(values: np.ndarray) -> str:
     return hashlib.sha256(f"{kind}{values.shape}".encode() + raw).hexdigest()[:16]
 
 
+FORMAT_VERSION = 2
+"""The run-file layout: 2 checksums the global attributes too. A file of another version is refused (and the
+pipeline remakes it)."""
+
+
+def _plain(value: Any) -> list:
+    """An attribute as JSON-able values, the same before writing and after reading (numpy scalars, 1-element arrays,
+    booleans as integers)."""
+    array = np.atleast_1d(np.asarray(value))
+    if array.dtype.kind in "OUS":
+        return [str(v) for v in array.ravel()]
+    return array.astype(int if array.dtype.kind == "b" else array.dtype).ravel().tolist()
+
+
+def file_checksum(attrs: Mapping[str, Any], variables: Mapping[str, str]) -> str:
+    """SHA-256 (16 hex digits) of the global attributes (without ``checksum``) and every variable's checksum."""
+    plain = {k: _plain(v) for k, v in attrs.items() if k != "checksum"}
+    text = json.dumps([plain, sorted(variables.items())], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def with_checksums(ds: xr.Dataset) -> xr.Dataset:
-    """A shallow copy of ``ds`` whose every variable (coordinates too) has a ``checksum`` attribute."""
+    """A shallow copy of ``ds`` whose every variable (coordinates too) has a ``checksum`` attribute and whose global
+    attributes carry ``format_version`` and the :func:`file_checksum`."""
     ds = ds.copy()
     for var in ds.variables.values():
         var.attrs = {**var.attrs, "checksum": checksum(var.values)}
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "checksum"} | {"format_version": FORMAT_VERSION}
+    ds.attrs["checksum"] = file_checksum(ds.attrs, {k: v.attrs["checksum"] for k, v in ds.variables.items()})
     return ds
 
 
@@ -203,30 +230,65 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return out
 
 
+_NAMED_HASH = re.compile(r".*-([0-9a-f]{12})\.nc(\..*)?")
+"""A pipeline file name, ``<name>-<config hash>.nc`` (or its ``.partial``)."""
+
+
 def open_run(path: str | Path) -> xr.Dataset:
     """One run's Dataset, loaded into memory (the file is closed again), its checksums verified (and dropped).
 
-    ``RunFileError`` names the file and how to rebuild it if it cannot be read or a variable fails its checksum.
+    ``RunFileError`` names the file and how to rebuild it if it is not a regular file, cannot be read, is of
+    another :data:`FORMAT_VERSION`, lacks a checksum or fails one (a variable, or the global attributes: an edited
+    ``status``), or if its ``config_hash`` is not the hash of its ``config`` or of its name (``<name>-<hash>.nc``).
     """
+    path = Path(path)
+    rebuild = REBUILD.format(path=path)
+    if path.exists() and not path.is_file():
+        raise RunFileError(f"{path}: not a regular file (a folder, FIFO or device); {rebuild}")
     try:
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             ds = ds.load()
     except FileNotFoundError:
         raise
     except Exception as error:  # h5py/h5netcdf raise OSError, ValueError, KeyError... on a damaged file
-        raise RunFileError(f"{path}: not a readable run file ({error}); {REBUILD.format(path=path)}") from error
+        raise RunFileError(f"{path}: not a readable run file ({' '.join(str(error).split())}); {rebuild}") from error
+    version = ds.attrs.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise RunFileError(f"{path}: run-file format {version} (this eoslab reads {FORMAT_VERSION}); {rebuild}")
+    sums = {}
     for name, var in ds.variables.items():
-        expected = var.attrs.pop("checksum", None)
-        if expected is not None and checksum(var.values) != expected:
-            raise RunFileError(f"{path}: variable {name!r} fails its checksum (corrupt); {REBUILD.format(path=path)}")
+        sums[name] = var.attrs.pop("checksum", None)
+        if sums[name] is None or checksum(var.values) != sums[name]:
+            why = "has no checksum" if sums[name] is None else "fails its checksum"
+            raise RunFileError(f"{path}: variable {name!r} {why} (corrupt); {rebuild}")
+    expected = ds.attrs.pop("checksum", None)
+    if expected is None or file_checksum(ds.attrs | {"format_version": version}, sums) != expected:
+        why = "have no checksum" if expected is None else "fail their checksum (edited or corrupt)"
+        raise RunFileError(f"{path}: the global attributes {why}; {rebuild}")
+    _check_config_hash(path, ds.attrs)
     return ds
 
 
+def _check_config_hash(path: Path, attrs: Mapping[str, Any]) -> None:
+    """``config_hash`` is the hash of ``config`` and, for a pipeline file, the one in the file's name."""
+    from eoslab.config import digest  # lazily: the config module imports the models
+
+    recorded = attrs.get("config_hash")
+    if "config" in attrs and digest(json.loads(attrs["config"])) != recorded:
+        raise RunFileError(f"{path}: config_hash {recorded} is not the hash of its config; {REBUILD.format(path=path)}")
+    named = _NAMED_HASH.fullmatch(path.name)
+    if named and named[1] != recorded:
+        raise RunFileError(
+            f"{path}: holds the run of config {recorded}, not {named[1]} as its name says (a copied file?); "
+            f"{REBUILD.format(path=path)}"
+        )
+
+
 def is_intact(path: str | Path, partial: bool = False) -> bool:
-    """Whether ``path`` opens, passes its checksums and holds a finished run (any run with ``partial``)."""
+    """Whether ``path`` exists, opens, passes its checksums and holds a finished run (any run with ``partial``)."""
     try:
         status = open_run(path).attrs.get("status")
-    except RunFileError:
+    except (RunFileError, FileNotFoundError):
         return False
     return partial or status in FINISHED
 

@@ -5,12 +5,14 @@ of the grid's Cartesian product (e.g. every learning rate × seed for one batch 
 :func:`eoslab.engine.run` without a file. The process and torch start once per sweep rather than once per cell.
 Each cell's final numbers (losses and accuracies at its last measurement, the full-batch sharpness there, its stop
 step and reason, examples seen, divergence) are written with the grid's values as ``cell`` coordinates. Use the run
-config's ``stop`` section for one stopping rule across cells.
+config's ``stop`` section for one stopping rule across cells. An interrupted sweep (SIGTERM, Ctrl-C) keeps its
+finished cells in ``<out>.partial`` and the same command resumes from the next cell.
 """
 
 import itertools
 import json
 import math
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +21,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoslab.config import ConfigError, _obj, check, set_key, validate
+from eoslab.config import ConfigError, _obj, check, digest, set_key, validate
 from eoslab.engine import build_problem, run
 from eoslab.pipeline import merge
-from eoslab.runfiles import provenance, write_run
-from eoslab.store import VARIABLES
+from eoslab.runfiles import Interrupted, RunFiles, caught_signals, claimed, provenance, write_run
+from eoslab.store import VARIABLES, is_intact, open_run
 
 SCHEMA = _obj(
     {"grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}}},
@@ -63,6 +65,19 @@ def validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+FINAL = (
+    "final_train_loss",
+    "final_train_accuracy",
+    "final_test_loss",
+    "final_test_accuracy",
+    "final_sharpness",
+    "stop_step",
+    "examples_seen",
+    "diverged",
+)
+"""A cell's final numbers (the variables of a sweep file), what :func:`final` returns."""
+
+
 def final(ds: xr.Dataset, n: int) -> dict[str, Any]:
     """One cell's final numbers from its run Dataset."""
     last = ds.isel(step=-1)
@@ -78,18 +93,11 @@ def final(ds: xr.Dataset, n: int) -> dict[str, Any]:
     return out
 
 
-def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: bool = True) -> xr.Dataset:
-    """Run every cell of a sweep config; with ``out``, write the NetCDF there (atomically, once at the end)."""
-    config = validate_sweep(config)
-    started = time.perf_counter()
-    points, rows, reasons = cells(config), [], []
-    n = len(build_problem(cell_config(config, points[0])).X)  # examples per full-batch step
-    for i, cell in enumerate(points):
-        ds = run(cell_config(config, cell))
-        rows.append(final(ds, n))
-        reasons.append(ds.attrs["stop_reason"])
-        if not quiet:
-            print(f"cell {i + 1}/{len(points)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+def _dataset(
+    config: dict[str, Any], rows: list[dict[str, Any]], reasons: list[str], wall: float, status: str
+) -> xr.Dataset:
+    """The sweep's Dataset of its first ``len(rows)`` cells."""
+    points = cells(config)[: len(rows)]
     coords: dict[str, Any] = {"cell": np.arange(len(points)), "stop_reason": ("cell", reasons)}
     for key in config["sweep"]["grid"]:
         coords[key] = ("cell", [c[key] for c in points])
@@ -99,14 +107,60 @@ def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: b
             np.asarray([r[k] for r in rows], dtype=float),
             {"long_name": VARIABLES[k][1], "units": VARIABLES[k][2]},
         )
-        for k in rows[0]
+        for k in FINAL
     }
-    attrs = {
-        **provenance(config),
-        "wall_time_s": time.perf_counter() - started,
-        "status": "complete",
-    }
-    ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    if out is not None:
-        write_run(ds, Path(out))
+    return xr.Dataset(data, coords=coords, attrs={**provenance(config), "wall_time_s": wall, "status": status})
+
+
+def _finished_cells(files: RunFiles, digest: str) -> tuple[list[dict[str, Any]], list[str], float]:
+    """The rows, stop reasons and wall time of the cells an interrupted sweep of this config left in
+    ``<out>.partial`` (none if there is no such file, or it is of another config or damaged)."""
+    if files.partial is None or not is_intact(files.partial, partial=True):
+        return [], [], 0.0
+    ds = open_run(files.partial)
+    if ds.attrs.get("config_hash") != digest:
+        return [], [], 0.0
+    rows = [{k: ds[k].values[i].item() for k in FINAL} for i in range(ds.sizes["cell"])]
+    return rows, [str(r) for r in ds.stop_reason.values], float(ds.attrs["wall_time_s"])
+
+
+def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: bool = True) -> xr.Dataset:
+    """Run every cell of a sweep config; with ``out``, write the NetCDF there (atomically, at the end).
+
+    ``out`` is checked (and locked, :class:`eoslab.runfiles.RunFiles`) before any compute. After each cell the
+    finished cells go to ``<out>.partial``; SIGTERM or SIGINT stops the sweep after the current cell with
+    :class:`~eoslab.runfiles.Interrupted`, and the same call resumes from the next cell.
+    """
+    config = validate_sweep(config)
+    with claimed(out) as files, caught_signals(enabled=out is not None) as received:
+        files.claim(received=received)
+        if (made := files.made_meanwhile(digest(config))) is not None:
+            return made
+        return _run_cells(config, files, quiet, received)
+
+
+def _run_cells(config: dict[str, Any], files: RunFiles, quiet: bool, received: list[int]) -> xr.Dataset:
+    points = cells(config)
+    rows, reasons, wall = _finished_cells(files, digest(config))
+    started = time.perf_counter() - wall
+    n = len(build_problem(cell_config(config, points[0])).X)  # examples per full-batch step
+    for i in range(len(rows), len(points)):
+        ds = run(cell_config(config, points[i]))
+        rows.append(final(ds, n))
+        reasons.append(ds.attrs["stop_reason"])
+        if not quiet:
+            print(f"cell {i + 1}/{len(points)} {points[i]}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+        if files.out is not None and i + 1 < len(points):
+            write_run(_dataset(config, rows, reasons, time.perf_counter() - started, "running"), files.partial)
+        if received and i + 1 < len(points):
+            name = signal.Signals(received[0]).name
+            raise Interrupted(
+                received[0],
+                f"{name} after cell {i + 1}/{len(points)}: saved {files.partial}; "
+                "the same command resumes from the next cell",
+            )
+    ds = _dataset(config, rows, reasons, time.perf_counter() - started, "complete")
+    if files.out is not None:
+        write_run(ds, files.out)
+        files.finish()
     return ds

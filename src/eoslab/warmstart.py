@@ -15,7 +15,7 @@ from torch import nn
 
 from eoslab.config import ConfigError
 from eoslab.operators import Params, ParamSpace
-from eoslab.store import open_run
+from eoslab.store import FINISHED, RunFileError, open_run
 
 
 def flat_params(params: Params) -> list[float]:
@@ -24,7 +24,8 @@ def flat_params(params: Params) -> list[float]:
 
 
 def initial_params(model: nn.Module, config: dict[str, Any]) -> Params:
-    """θ₀ of a run: the model's own (seeded) initialisation, or θ_N of the run file ``init.file``."""
+    """θ₀ of a run: the model's own (seeded) initialisation, or θ_N of the run file ``init.file``, which must be a
+    finished run (complete or diverged) whose checksums pass; ``ConfigError`` naming ``init.file`` otherwise."""
     own = {k: p.detach().clone() for k, p in model.named_parameters()}
     init = config["init"]
     if init["file"] is None:
@@ -35,6 +36,12 @@ def initial_params(model: nn.Module, config: dict[str, Any]) -> Params:
         ds = open_run(init["file"])
     except FileNotFoundError as error:
         raise ConfigError(f"init.file: {init['file']} does not exist") from error
+    except RunFileError as error:
+        raise ConfigError(f"init.file: {error}") from error
+    if ds.attrs.get("status") not in FINISHED:
+        raise ConfigError(
+            f"init.file: {init['file']} is not a finished run (status {ds.attrs.get('status')!r}); finish it first"
+        )
     if "saved_params" not in ds or init["step"] not in ds.saved_step.values:
         steps = ds.saved_step.values.tolist() if "saved_step" in ds.coords else []
         raise ConfigError(f"init.step: {init['file']} saved the parameters of steps {steps}, not {init['step']}")
