@@ -8,7 +8,8 @@ Every loss here averages over examples: L_B = (1/|B|) Σ_{i∈B} ℓ_i. The curv
 full-batch quantities over data chunks, L = Σ_c (|c|/n) L_c.
 
 Every loss checks its shapes and says what it expected: broadcasting (n, 1) predictions against (n,) targets
-would silently give a different loss, and a Hessian of the wrong function.
+would silently give a different loss, and a Hessian of the wrong function. Any other ``loss_fn`` given to the
+curvature functions (e.g. ``torch.nn.MSELoss()``) gets the same check through :func:`shape_checked`.
 
 MSE is written out explicitly rather than with ``F.mse_loss``: torch.func's ``jvp(grad(...))`` fails on the latter
 ("ZeroTensors are immutable").
@@ -75,3 +76,18 @@ def get_loss(name: str) -> LossFn:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; allowed: {sorted(LOSSES)}")
     return LOSSES[name]
+
+
+def shape_checked(loss_fn: LossFn) -> LossFn:
+    """``loss_fn`` refusing, with :func:`same_shape`'s message, floating targets whose shape differs from the
+    predictions' (torch's losses only warn, then broadcast); the losses of this module are returned as they are."""
+    if any(loss_fn is own for own in LOSSES.values()):
+        return loss_fn
+    name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+
+    def checked(pred: Tensor, target: Tensor) -> Tensor:
+        if target.is_floating_point():
+            same_shape(name, pred, target)
+        return loss_fn(pred, target)
+
+    return checked
