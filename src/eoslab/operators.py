@@ -264,9 +264,11 @@ class GaussNewtonGraph:
             return {k: torch.stack([r[k] for r in rows]) for k in self.leaves}
         if not self._Jt_u or not self.dloss.requires_grad:  # f constant in θ, or L linear in f
             return {k: torch.zeros_like(t) for k, t in tangent.items()}
-        (Jv,) = torch.autograd.grad(inner(self._Jt_u.values(), [tangent[k] for k in self._Jt_u]), self.u, True)
+        Jtu_v = inner(self._Jt_u.values(), [tangent[k] for k in self._Jt_u])
+        (Jv,) = torch.autograd.grad(Jtu_v, self.u, retain_graph=True)
         (HJv,) = torch.autograd.grad(inner([self.dloss], [Jv]), self.out, retain_graph=True)
-        out = torch.autograd.grad(inner([self.pred], [HJv]), list(self.leaves.values()), True, materialize_grads=True)
+        leaves = list(self.leaves.values())
+        out = torch.autograd.grad(inner([self.pred], [HJv]), leaves, retain_graph=True, materialize_grads=True)
         return dict(zip(self.leaves, out, strict=True))
 
 
