@@ -254,3 +254,12 @@ def test_operators_are_linear_operators(problem64):
     assert torch.allclose((mb @ W).flatten(), blocks @ W.flatten(), rtol=1e-10, atol=1e-12)
     x = W.flatten().numpy()
     assert mb.to_scipy() @ x == pytest.approx((blocks @ W.flatten()).numpy(), rel=1e-9, abs=1e-12)
+
+
+def test_torch_functional_losses_are_checked_and_own_functions_trusted():
+    model = nn.Sequential(nn.Linear(4, 1)).double()
+    X, y = randn(16, 4), randn(16)
+    with pytest.raises(ValueError, match=r"mse_loss: predictions have shape \(16, 1\) but targets \(16,\)"):
+        eoslab.sharpness(model, torch.nn.functional.mse_loss, X, y)
+    # a function of one's own may use its targets as it likes: here not at all (the Hessian of mean(f) is 0)
+    assert eoslab.sharpness(model, lambda pred, _: pred.mean(), X, y, tol=1e-9) == pytest.approx(0.0, abs=1e-12)

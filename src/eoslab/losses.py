@@ -9,7 +9,7 @@ full-batch quantities over data chunks, L = Σ_c (|c|/n) L_c.
 
 Every loss checks its shapes and says what it expected: broadcasting (n, 1) predictions against (n,) targets
 would silently give a different loss, and a Hessian of the wrong function. Any other ``loss_fn`` given to the
-curvature functions (e.g. ``torch.nn.MSELoss()``) gets the same check through :func:`shape_checked`.
+curvature functions from ``torch.nn`` (e.g. ``nn.MSELoss()``) gets the same check through :func:`shape_checked`.
 
 MSE is written out explicitly rather than with ``F.mse_loss``: torch.func's ``jvp(grad(...))`` fails on the latter
 ("ZeroTensors are immutable").
@@ -18,7 +18,7 @@ MSE is written out explicitly rather than with ``F.mse_loss``: torch.func's ``jv
 from collections.abc import Callable
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -79,9 +79,12 @@ def get_loss(name: str) -> LossFn:
 
 
 def shape_checked(loss_fn: LossFn) -> LossFn:
-    """``loss_fn`` refusing, with :func:`same_shape`'s message, floating targets whose shape differs from the
-    predictions' (torch's losses only warn, then broadcast); the losses of this module are returned as they are."""
-    if any(loss_fn is own for own in LOSSES.values()):
+    """A loss of ``torch.nn`` (a loss module such as ``nn.MSELoss()``, or a function of ``torch.nn.functional``)
+    refusing, with :func:`same_shape`'s message, floating targets whose shape differs from the predictions' (torch
+    only warns, then broadcasts). Other functions are returned as they are: this module's check themselves, and a
+    function of your own may use targets of any shape (call :func:`same_shape` in it)."""
+    is_torch_loss = isinstance(loss_fn, nn.modules.loss._Loss) or getattr(loss_fn, "__module__", "") == F.__name__
+    if not is_torch_loss:
         return loss_fn
     name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
 
