@@ -66,22 +66,22 @@ def select(model: nn.Module, names: Selection = None) -> list[str]:
     (a ``str``, kept where ``re.search`` finds it in the name); or a predicate ``name -> bool``.
     """
     every = dict(model.named_parameters())
+    if not every:
+        raise ValueError(f"model ({type(model).__name__}) has no parameters: there is no Hessian to measure")
     if names is None:
         chosen = [k for k, p in every.items() if p.requires_grad]
-        if every and not chosen:
+        if not chosen:
             raise ValueError("model: every parameter has requires_grad=False; choose some with names=")
     elif isinstance(names, str) or callable(names):
         keep = re.compile(names).search if isinstance(names, str) else names
         chosen = [k for k in every if keep(k)]
-        if every and not chosen:
+        if not chosen:
             raise ValueError(f"names={names!r} selects no parameter; the model has {list(every)}")
     else:
         chosen = list(names)
         unknown = [k for k in chosen if k not in every]
         if unknown:
             raise KeyError(f"no parameters named {unknown}; the model has {list(every)}")
-    if not every:
-        raise ValueError(f"model ({type(model).__name__}) has no parameters: there is no Hessian to measure")
     return chosen
 
 
