@@ -524,8 +524,10 @@ def hutchpp(op: HessianOperator, n_probes: int = 99, generator: torch.Generator 
     Rademacher probes S, the second term by Hutchinson with k probes projected off Q; m = ``n_probes`` products.
 
     The top of the spectrum (a Hessian's outliers) is taken exactly, so the error falls like 1/m where Hutchinson's
-    falls like 1/√m (``benchmarks/trace_estimators.py``). ``values`` are tr(QᵀHQ) + each remainder probe's quadratic
-    form: their mean is the estimate, ``se`` the remainder's standard error (given Q).
+    falls like 1/√m. ``benchmarks/trace_estimators.py``, a 1,507-parameter MLP trained by GD to the edge: relative
+    error 1.4e-3 at 120 products against Hutchinson's 3.0e-2 (which would need ~56,000); at initialisation, where
+    no outliers stand out, and below ~60 products it is no better than Hutchinson. ``values`` are tr(QᵀHQ) + each
+    remainder probe's quadratic form: their mean is the estimate, ``se`` the remainder's standard error (given Q).
     """
     k = n_probes // 3
     if k < 1:
