@@ -211,6 +211,10 @@ def test_a_data_loader_gives_the_one_tensor_result(kind):
         assert fn(model, loss_fn, loader, **kw) == pytest.approx(fn(model, loss_fn, X, y, **kw), rel=1e-9)
     with pytest.raises(ValueError, match="minibatch_sharpness samples examples by index: pass X and y as tensors"):
         eoslab.minibatch_sharpness(model, loss_fn, loader, None, 4)
+    exact = eoslab.interaction_sharpness(model, loss_fn, loader, None, 4, exact=True)
+    assert exact.sharpness == pytest.approx(eoslab.interaction_sharpness(model, loss_fn, X, y, 4, exact=True).sharpness)
+    with pytest.raises(ValueError, match=r"interaction_sharpness \(sampled; exact=True reads batches\) samples"):
+        eoslab.interaction_sharpness(model, loss_fn, loader, None, 4)
 
 
 def dense_ggn(model, loss_fn, X, y):

@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from eoslab.batches import Data
+from eoslab.batches import Batches, Data
 from eoslab.checks import check_inputs
 from eoslab.eigen import EigResult, lanczos, start_vector
 from eoslab.losses import LossFn
@@ -376,8 +376,8 @@ def per_example(n: int) -> Tensor:
 
 def interaction(
     op: HessianOperator,
-    X: Tensor,
-    y: Tensor,
+    X: Tensor | Batches,
+    y: Tensor | None,
     batch_size: int,
     n_batches: int = 100,
     exact: bool = False,
@@ -391,15 +391,18 @@ def interaction(
     ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
     tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
     (n + 1 HVPs). Either way the gradients are streamed ``grad_chunk`` rows at a time: memory O(grad_chunk·dim), never
-    O(n·dim).
+    O(n·dim). The exact computation also reads ``X`` as :class:`~eoslab.batches.Batches` (a loader), batch by batch.
     """
+    data = X if isinstance(X, Batches) else Batches(X, y)
     g_full = op.gradient
     gg = (g_full @ g_full).item()
     if exact:
-        gHg_i, gg_i = quadratic_forms(op, batch_gradients(op, X, y, per_example(len(X)), grad_chunk))
-        c = gamma(len(X), batch_size, replace) / batch_size
+        rows = (g for Xb, yb in data.pairs() for g in batch_gradients(op, Xb, yb, per_example(len(Xb)), grad_chunk))
+        gHg_i, gg_i = quadratic_forms(op, rows)
+        c = gamma(data.n, batch_size, replace) / batch_size
         gHg = (g_full @ op.matvec(g_full)).item()
         return InteractionSharpness(c * gHg_i.mean().item() + (1 - c) * gHg, c * gg_i.mean().item() + (1 - c) * gg, gg)
+    X, y = data.tensors("interaction_sharpness (sampled; exact=True reads batches)")
     idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
     a, s = quadratic_forms(op, batch_gradients(op, X, y, idx, grad_chunk))
     m = len(a)
@@ -420,8 +423,8 @@ def interaction(
 def interaction_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
-    X: Tensor,
-    y: Tensor,
+    X: Data,
+    y: Tensor | None,
     batch_size: int,
     n_batches: int = 100,
     *,
@@ -434,13 +437,15 @@ def interaction_sharpness(
 ) -> InteractionSharpness:
     """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang).
 
-    See :func:`interaction` for the sampled and the exact computation.
+    See :func:`interaction` for the sampled and the exact computation; ``exact=True`` also takes ``X`` an iterable of
+    (X, y) batches (``y`` None), the sampled one needs tensors.
     """
     counts = {"batch_size": batch_size, "n_batches": n_batches, "grad_chunk": grad_chunk}
     data = check_inputs(model, X, y, params, None, chunk_size, **counts)
-    X, y = data.tensors("interaction_sharpness")
+    if not exact:
+        data.tensors("interaction_sharpness (sampled; exact=True reads batches)")
     op = HessianOperator(model, loss_fn, data, None, params)
-    return interaction(op, X, y, batch_size, n_batches, exact, replace, generator, grad_chunk)
+    return interaction(op, data, None, batch_size, n_batches, exact, replace, generator, grad_chunk)
 
 
 def rho_b(rho: float, n: int, batch_size: ArrayLike, replace: bool = False) -> np.ndarray:
