@@ -12,9 +12,10 @@ export OPENBLAS_NUM_THREADS ?= 1
 .PHONY: figures test lint unit smoke claims bench lab clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "make: creating $(VENV) and installing eoslab with torch, the notebook stack and the test tools (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --progress-bar off -e ".[test]"
 	touch $@
 
 # Recovers on its own after a kill: under a lock that no second `make figures` can take, Snakemake's lock is

@@ -58,3 +58,40 @@ def test_tracker_benchmark_runs():
     rows = re.findall(r"^(FullBS\S*)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert [r[0] for r in rows] == ["FullBS", "FullBS+MiniBS+BS+layers"]
     assert all(float(r[3]) < float(r[4]) for r in rows)  # warm starts take fewer products than cold ones
+
+
+def test_tracker_measures_batchnorm_and_dropout_in_eval_mode_and_gives_training_back():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 3)
+    ).double()
+    _, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    model(X)  # training mode: the running statistics move away from their initial values
+    tracker = eoslab.SharpnessTracker(model, loss_fn, X, y, tol=1e-9, layers=True)
+    model[4].eval()  # a module's own flag is given back, whatever it was
+    stats = model[1].running_mean.clone()
+    m = tracker.measure()
+    assert model.training and model[1].training and model[3].training and not model[4].training
+    assert torch.equal(model[1].running_mean, stats)  # measuring did not touch the statistics
+    model.eval()
+    assert m["sharpness"] == pytest.approx(
+        torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y))[-1].item(), rel=1e-7
+    )
+    assert list(m["layer_sharpness"]) == ["0", "1", "4"]
+
+
+def test_tracker_takes_a_data_loader_for_full_batch_measurements():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    loader = DataLoader(TensorDataset(X, y), batch_size=10)
+    keys = {"top_k": 2, "layers": True, "directional": True, "tol": 1e-9}
+    one, batched = (
+        eoslab.SharpnessTracker(model, loss_fn, X, y, **keys)(),
+        eoslab.SharpnessTracker(model, loss_fn, loader, **keys)(),
+    )
+    assert torch.allclose(batched["sharpness"], one["sharpness"], rtol=1e-8)
+    assert batched["layer_sharpness"] == pytest.approx(one["layer_sharpness"], rel=1e-7)
+    assert batched["directional_sharpness"] == pytest.approx(one["directional_sharpness"], rel=1e-10)
+    with pytest.raises(ValueError, match="minibatch: pick examples by index, so X and y must be tensors"):
+        eoslab.SharpnessTracker(model, loss_fn, loader, minibatch=2, batch_size=4)

@@ -24,9 +24,10 @@ _WHERE = {
         "sharpness",
         "top_eigenvalues",
     ],
+    "density": ["Density", "plot_density", "spectral_density"],
     "eigen": ["EigResult", "lanczos", "power_iteration"],
     "noise_kernel": ["critical_lr", "noise_kernel_norm", "ntk_eigenvalues"],
-    "operators": ["HessianOperator", "MiniBatchHessians"],
+    "operators": ["HessianOperator", "MiniBatchHessians", "differentiable_attention"],
     "tracker": ["SharpnessTracker"],
 }
 _MODULE = {name: module for module, names in _WHERE.items() for name in names}

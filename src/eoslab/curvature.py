@@ -1,14 +1,22 @@
 """Curvature measurements of the edge-of-stability papers, on any ``nn.Module`` and batch-mean loss.
 
 Common arguments: ``model``, ``loss_fn(pred, y)`` returning the batch-mean loss L (the Hessian is of exactly that
-function, see :mod:`eoslab.losses`), data ``X, y``; ``params`` (a dict overriding the module's parameter values),
-``names`` (the parameters to differentiate; the others are held fixed), ``chunk_size`` (bounds memory: examples
+function, see :mod:`eoslab.losses`; any other loss, e.g. ``nn.MSELoss()``, gets their shape check), data ``X, y``
+(or, for the full-batch functions, ``X`` an iterable of (X, y) batches such as a DataLoader, ``y`` omitted: the
+loss is weighted by batch size, so the result is the one-tensor result, see :mod:`eoslab.batches`); ``params`` (a
+dict overriding the module's parameter values: every parameter), ``names`` (the parameters to differentiate, the
+others held fixed: by default **those with ``requires_grad``**, as an optimizer would train them; a list of names, a
+regular expression or a predicate on the name, see :func:`eoslab.operators.select`), ``curvature`` ("hessian", or
+"ggn" for the generalized Gauss–Newton matrix, :class:`eoslab.operators.GaussNewtonGraph`), ``chunk_size`` (bounds
+memory: examples
 per chunk for full-batch quantities, each Hessian-vector product then rebuilds one chunk's gradient graph at a time,
 ~1.7× the time per product; without it one graph of all n examples is built once and reused: on a 2.4 M-parameter
 MLP with n = 8192, peak memory 1009 MB unchunked against 557 MB with ``chunk_size=1024``). Eigenvalues are
 returned to the relative accuracy ``tol`` (default 1e-3; see :mod:`eoslab.eigen`). Mini-batches are drawn by
 :func:`sample_batches`: b distinct examples (without replacement, γ_{n,b} = (n−b)/(n−1)) or b i.i.d. examples
-(with replacement, γ = 1), independently for each of the m batches.
+(with replacement, γ = 1), independently for each of the m batches. Arguments are checked before any compute
+(:mod:`eoslab.checks`), and attention runs through kernels that can be differentiated twice
+(:func:`eoslab.operators.differentiable_attention`).
 """
 
 from collections.abc import Iterable, Iterator
@@ -20,10 +28,20 @@ from numpy.typing import ArrayLike
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from eoslab.batches import Batches, Data
 from eoslab.checks import check_inputs
 from eoslab.eigen import EigResult, lanczos, short_lanczos, start_vector
 from eoslab.losses import LossFn
-from eoslab.operators import HessianOperator, MiniBatchHessians, Params, objective, split_params
+from eoslab.operators import (
+    HessianOperator,
+    MiniBatchHessians,
+    Params,
+    Selection,
+    differentiable_attention,
+    objective,
+    select,
+    split_params,
+)
 
 
 @dataclass(frozen=True)
@@ -74,18 +92,19 @@ def eigs(
 def top_eigenvalues(
     model: nn.Module,
     loss_fn: LossFn,
-    X: Tensor,
-    y: Tensor,
+    X: Data,
+    y: Tensor | None = None,
     k: int = 1,
     *,
     params: Params | None = None,
-    names: Iterable[str] | None = None,
+    names: Selection = None,
     chunk_size: int | None = None,
     tol: float = 1e-3,
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
     criterion: str = "eigenvalue",
+    curvature: str = "hessian",
 ) -> EigResult:
     """The k largest eigenpairs of the full-batch Hessian ∇²L(θ) by Lanczos (``EigResult`` with m = 1).
 
@@ -94,12 +113,14 @@ def top_eigenvalues(
     :mod:`eoslab.eigen`). ``v0`` warm-starts from earlier eigenvectors ((dim,) or (k, dim)), e.g. the previous
     measurement's.
     """
-    check_inputs(model, X, y, params)
-    op = HessianOperator(model, loss_fn, X, y, params, names, chunk_size)
+    data = check_inputs(model, X, y, params, names, chunk_size, k=k, tol=tol, max_iter=max_iter)
+    op = HessianOperator(model, loss_fn, data, None, params, names, curvature=curvature)
     return eigs(op, k, tol, max_iter, v0, generator, criterion)
 
 
-def sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, k: int = 1, **options) -> float | Tensor:
+def sharpness(
+    model: nn.Module, loss_fn: LossFn, X: Data, y: Tensor | None = None, k: int = 1, **options
+) -> float | Tensor:
     """Full-batch sharpness λmax(∇²L(θ)) ("FullBS", Andreyev & Beneventano); with k > 1 the top-k eigenvalues.
 
     L = (1/n) Σ_i ℓ_i over all of (X, y). Options as for :func:`top_eigenvalues`.
@@ -143,12 +164,13 @@ def minibatch_sharpness(
     batches: Tensor | None = None,
     replace: bool = False,
     params: Params | None = None,
-    names: Iterable[str] | None = None,
+    names: Selection = None,
     tol: float = 1e-3,
     max_iter: int = 100,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
     criterion: str = "eigenvalue",
+    curvature: str = "hessian",
 ) -> Estimate:
     """Mini-batch sharpness λmax(∇²L_B(θ)) for m batches ("MiniBS"); ``.mean`` is the average MiniBS.
 
@@ -156,10 +178,11 @@ def minibatch_sharpness(
     Beneventano, Lemma 1). All m Lanczos problems run together on the stacked block-diagonal operator; ``batches``
     fixes the (m, b) indices, otherwise they are drawn by :func:`sample_batches`.
     """
-    check_inputs(model, X, y, params)
+    sizes = {"batch_size": batch_size, "n_batches": n_batches, "tol": tol, "max_iter": max_iter}
+    X, y = check_inputs(model, X, y, params, names, **sizes).tensors("minibatch_sharpness")
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
-    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)
+    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names, curvature)
     return Estimate(minibatch_eigs(op, tol, max_iter, v0, generator, criterion).values[:, 0])
 
 
@@ -180,17 +203,20 @@ def batch_sharpness(
     batches: Tensor | None = None,
     replace: bool = False,
     params: Params | None = None,
-    names: Iterable[str] | None = None,
+    names: Selection = None,
     generator: torch.Generator | None = None,
+    curvature: str = "hessian",
 ) -> Estimate:
     """Batch Sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²], g_B and H_B on the same mini-batch (Andreyev & Beneventano).
 
     The expectation is outside the ratio; one HVP per batch, all batches at once.
     """
-    check_inputs(model, X, y, params)
+    sizes = {"batch_size": batch_size, "n_batches": n_batches}
+    X, y = check_inputs(model, X, y, params, names, **sizes).tensors("batch_sharpness")
     if batches is None:
         batches = sample_batches(len(X), batch_size, n_batches, replace, generator)
-    return Estimate(batch_directional(MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names)))
+    op = MiniBatchHessians(model, loss_fn, X[batches], y[batches], params, names, curvature)
+    return Estimate(batch_directional(op))
 
 
 def directional(op: HessianOperator) -> float:
@@ -199,27 +225,42 @@ def directional(op: HessianOperator) -> float:
     return ((g @ op.matvec(g)) / (g @ g)).item()
 
 
-def directional_sharpness(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, **options) -> float:
+def directional_sharpness(model: nn.Module, loss_fn: LossFn, X: Data, y: Tensor | None = None, **options) -> float:
     """Full-batch directional sharpness ∇Lᵀ H ∇L / ‖∇L‖² (Andreyev & Beneventano eq. 2; Lee & Jang's
-    ‖H‖_{S_n} for GD)."""
-    check_inputs(model, X, y, options.get("params"))
-    return directional(HessianOperator(model, loss_fn, X, y, **options))
+    ‖H‖_{S_n} for GD). Options: ``params``, ``names``, ``chunk_size``, ``curvature`` (see the module docstring)."""
+    data = check_inputs(model, X, y, options.get("params"), options.get("names"), options.pop("chunk_size", None))
+    return directional(HessianOperator(model, loss_fn, data, **options))
 
 
-def layers(model: nn.Module) -> dict[str, list[str]]:
-    """Module name → names of the parameters it owns directly (e.g. "0" → ["0.weight", "0.bias"])."""
-    out = {}
+def layers(model: nn.Module, names: Selection = None) -> dict[str, list[str]]:
+    """Module name → the differentiated parameters it owns directly (e.g. "0" → ["0.weight", "0.bias"]).
+
+    Only the parameters ``names`` selects (default: those with ``requires_grad``, :func:`eoslab.operators.select`)
+    count, so a frozen layer is no layer. Modules sharing a parameter (tied weights, e.g. a language model's output
+    layer reusing its embedding) are one layer, named for all of them joined by "+" (e.g. "embed+head"), with the
+    shared parameter once, under its ``named_parameters`` name.
+    """
+    chosen = set(select(model, names))
+    canonical = {id(p): k for k, p in model.named_parameters()}
+    groups: list[tuple[list[str], list[str]]] = []  # (module names, parameter names), in module order
     for name, module in model.named_modules():
-        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
-        if own:
-            out[name] = own
-    return out
+        own = [canonical[id(p)] for p in module.parameters(recurse=False) if canonical[id(p)] in chosen]
+        if not own:
+            continue
+        shared = [i for i, (_, params) in enumerate(groups) if set(params) & set(own)]
+        modules = [m for i in shared for m in groups[i][0]] + [name]
+        params = list(dict.fromkeys([k for i in shared for k in groups[i][1]] + own))
+        at = shared[0] if shared else len(groups)
+        groups = [g for i, g in enumerate(groups) if i not in shared]
+        groups.insert(at, (modules, params))
+    return {"+".join(modules): params for modules, params in groups}
 
 
 def layer_masks(op: HessianOperator, model: nn.Module) -> dict[str, Tensor]:
-    """Layer name → 0/1 mask over the operator's flat parameter vector selecting that layer's entries."""
+    """Layer name → 0/1 mask over the operator's flat parameter vector selecting that layer's entries (the layers
+    of the operator's parameters, :func:`layers`)."""
     masks = {}
-    for layer, names in layers(model).items():
+    for layer, names in layers(model, list(op.theta)).items():
         tree = {k: torch.full_like(v, float(k in names)) for k, v in op.theta.items()}
         masks[layer] = op.space.flatten(tree)
     return masks
@@ -249,22 +290,25 @@ def layer_eigs(
 def layer_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
-    X: Tensor,
-    y: Tensor,
+    X: Data,
+    y: Tensor | None = None,
     *,
     params: Params | None = None,
+    names: Selection = None,
     chunk_size: int | None = None,
     tol: float = 1e-3,
     max_iter: int = 100,
     generator: torch.Generator | None = None,
     criterion: str = "eigenvalue",
+    curvature: str = "hessian",
 ) -> dict[str, float]:
     """Layer sharpness λmax(∇²_{(W_i, b_i)} L) for every layer i, others fixed (Fox, Ch. 3).
 
-    By Cauchy interlacing each is ≤ the full sharpness. Returns module name → value (max(λmax(H_ii), 0)).
+    By Cauchy interlacing each is ≤ the full sharpness. Returns layer name → value (max(λmax(H_ii), 0)); the layers
+    are those of :func:`layers` (frozen parameters are no layer, tied ones one block named for every module).
     """
-    check_inputs(model, X, y, params)
-    op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
+    data = check_inputs(model, X, y, params, names, chunk_size, tol=tol, max_iter=max_iter)
+    op = HessianOperator(model, loss_fn, data, None, params, names, curvature=curvature)
     masks = layer_masks(op, model)
     values = layer_eigs(op, masks, tol, max_iter, generator=generator, criterion=criterion).values[:, 0]
     return dict(zip(masks, values.tolist(), strict=True))
@@ -325,7 +369,9 @@ def batch_gradients(op: HessianOperator, X: Tensor, y: Tensor, batches: Tensor, 
     blocks (vmap of grad); ``batches`` = arange(n)[:, None] gives the per-example gradients g_i = ∇ℓ_i."""
     fn = vmap(grad(op.f), in_dims=(None, 0, 0))
     for i in batches.split(chunk):
-        yield op.space.flatten(fn(op.theta, X[i], y[i]), batch_dims=1)
+        with differentiable_attention():
+            g = fn(op.theta, X[i], y[i])
+        yield op.space.flatten(g, batch_dims=1)
 
 
 def per_example(n: int) -> Tensor:
@@ -335,8 +381,8 @@ def per_example(n: int) -> Tensor:
 
 def interaction(
     op: HessianOperator,
-    X: Tensor,
-    y: Tensor,
+    X: Tensor | Batches,
+    y: Tensor | None,
     batch_size: int,
     n_batches: int = 100,
     exact: bool = False,
@@ -350,15 +396,18 @@ def interaction(
     ``exact=True``: from the n per-example gradients g_i, with γ = γ_{n,b},
     tr(S_b) = (γ/b)·(1/n)Σ‖g_i‖² + (1 − γ/b)‖∇L‖² and tr(H S_b) = (γ/b)·(1/n)Σ g_iᵀHg_i + (1 − γ/b)∇LᵀH∇L
     (n + 1 HVPs). Either way the gradients are streamed ``grad_chunk`` rows at a time: memory O(grad_chunk·dim), never
-    O(n·dim).
+    O(n·dim). The exact computation also reads ``X`` as :class:`~eoslab.batches.Batches` (a loader), batch by batch.
     """
+    data = X if isinstance(X, Batches) else Batches(X, y)
     g_full = op.gradient
     gg = (g_full @ g_full).item()
     if exact:
-        gHg_i, gg_i = quadratic_forms(op, batch_gradients(op, X, y, per_example(len(X)), grad_chunk))
-        c = gamma(len(X), batch_size, replace) / batch_size
+        rows = (g for Xb, yb in data.pairs() for g in batch_gradients(op, Xb, yb, per_example(len(Xb)), grad_chunk))
+        gHg_i, gg_i = quadratic_forms(op, rows)
+        c = gamma(data.n, batch_size, replace) / batch_size
         gHg = (g_full @ op.matvec(g_full)).item()
         return InteractionSharpness(c * gHg_i.mean().item() + (1 - c) * gHg, c * gg_i.mean().item() + (1 - c) * gg, gg)
+    X, y = data.tensors("interaction_sharpness (sampled; exact=True reads batches)")
     idx = sample_batches(len(X), batch_size, n_batches, replace, generator)
     a, s = quadratic_forms(op, batch_gradients(op, X, y, idx, grad_chunk))
     m = len(a)
@@ -379,8 +428,8 @@ def interaction(
 def interaction_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
-    X: Tensor,
-    y: Tensor,
+    X: Data,
+    y: Tensor | None,
     batch_size: int,
     n_batches: int = 100,
     *,
@@ -393,11 +442,15 @@ def interaction_sharpness(
 ) -> InteractionSharpness:
     """Interaction-aware sharpness ‖H‖_{S_b} = tr(H S_b)/tr(S_b) with the full-batch H (Lee & Jang).
 
-    See :func:`interaction` for the sampled and the exact computation.
+    See :func:`interaction` for the sampled and the exact computation; ``exact=True`` also takes ``X`` an iterable of
+    (X, y) batches (``y`` None), the sampled one needs tensors.
     """
-    check_inputs(model, X, y, params)
-    op = HessianOperator(model, loss_fn, X, y, params, chunk_size=chunk_size)
-    return interaction(op, X, y, batch_size, n_batches, exact, replace, generator, grad_chunk)
+    counts = {"batch_size": batch_size, "n_batches": n_batches, "grad_chunk": grad_chunk}
+    data = check_inputs(model, X, y, params, None, chunk_size, **counts)
+    if not exact:
+        data.tensors("interaction_sharpness (sampled; exact=True reads batches)")
+    op = HessianOperator(model, loss_fn, data, None, params)
+    return interaction(op, data, None, batch_size, n_batches, exact, replace, generator, grad_chunk)
 
 
 def rho_b(rho: float, n: int, batch_size: ArrayLike, replace: bool = False) -> np.ndarray:
@@ -464,34 +517,82 @@ def sampled_rho_b(
     return gg / mean, gg / mean * (s.std() / n_batches**0.5).item() / mean
 
 
+def rademacher(n: int, op: HessianOperator, generator: torch.Generator | None = None) -> Tensor:
+    """n random sign vectors (n, dim), in the operator's dtype and on its device."""
+    return torch.randint(0, 2, (n, op.dim), generator=generator).to(op.gradient) * 2 - 1
+
+
 def hutchinson(op: HessianOperator, n_probes: int = 100, generator: torch.Generator | None = None) -> Estimate:
     """Hutchinson's estimate of tr(H) = E_v[vᵀHv] with Rademacher probes v (all probes vmapped)."""
-    v = torch.randint(0, 2, (n_probes, op.dim), generator=generator).to(op.gradient) * 2 - 1
+    v = rademacher(n_probes, op, generator)
     return Estimate((v * op.matvec(v)).sum(-1))
+
+
+def hutchpp(op: HessianOperator, n_probes: int = 99, generator: torch.Generator | None = None) -> Estimate:
+    """Hutch++ (Meyer, Musco, Musco & Woodruff, “Hutch++: Optimal Stochastic Trace Estimation”, 2021,
+    arXiv:2010.09649): tr(H) = tr(QᵀHQ) + tr((I − QQᵀ) H (I − QQᵀ)), Q an orthonormal basis of H S for k = m/3
+    Rademacher probes S, the second term by Hutchinson with k probes projected off Q; m = ``n_probes`` products.
+
+    The top of the spectrum (a Hessian's outliers) is taken exactly, so the error falls like 1/m where Hutchinson's
+    falls like 1/√m. ``benchmarks/trace_estimators.py``, a 1,507-parameter MLP trained by GD to the edge: relative
+    error 1.4e-3 at 120 products against Hutchinson's 3.0e-2 (which would need ~56,000); at initialisation, where
+    no outliers stand out, and below ~60 products it is no better than Hutchinson. ``values`` are tr(QᵀHQ) + each
+    remainder probe's quadratic form: their mean is the estimate, ``se`` the remainder's standard error (given Q).
+    """
+    k = n_probes // 3
+    if k < 1:
+        raise ValueError(f"n_probes must be ≥ 3 for Hutch++ (a third each for S, Q and the remainder), got {n_probes}")
+    Q = torch.linalg.qr(op.matvec(rademacher(k, op, generator)).T).Q.T
+    G = rademacher(n_probes - 2 * k, op, generator)
+    G = G - (G @ Q.T) @ Q
+    return Estimate((Q * op.matvec(Q)).sum() + (G * op.matvec(G)).sum(-1))
+
+
+TRACE_ESTIMATORS = {"hutchinson": hutchinson, "hutch++": hutchpp}
+"""``method=`` of :func:`hessian_trace`."""
 
 
 def hessian_trace(
     model: nn.Module,
     loss_fn: LossFn,
-    X: Tensor,
-    y: Tensor,
+    X: Data,
+    y: Tensor | None = None,
     n_probes: int = 100,
     *,
     params: Params | None = None,
-    names: Iterable[str] | None = None,
+    names: Selection = None,
     chunk_size: int | None = None,
     generator: torch.Generator | None = None,
+    method: str = "hutchinson",
+    curvature: str = "hessian",
 ) -> Estimate:
-    """tr(∇²L) by Hutchinson (of a layer's block with ``names``)."""
-    check_inputs(model, X, y, params)
-    return hutchinson(HessianOperator(model, loss_fn, X, y, params, names, chunk_size), n_probes, generator)
+    """tr(∇²L) by Hutchinson, or ``method="hutch++"`` (:func:`hutchpp`), with ``n_probes`` products (of a layer's
+    block with ``names``)."""
+    if method not in TRACE_ESTIMATORS:
+        raise ValueError(f"method must be one of {sorted(TRACE_ESTIMATORS)}, got {method!r}")
+    data = check_inputs(model, X, y, params, names, chunk_size, n_probes=n_probes)
+    op = HessianOperator(model, loss_fn, data, None, params, names, curvature=curvature)
+    return TRACE_ESTIMATORS[method](op, n_probes, generator)
 
 
-def gradient_norms(model: nn.Module, loss_fn: LossFn, X: Tensor, y: Tensor, params: Params | None = None) -> dict:
-    """‖∇_{θ_i} L‖ for every layer i (module name → value), and "" (the root module's name) → ‖∇L‖."""
-    check_inputs(model, X, y, params)
-    theta, frozen = split_params(model, params)
-    g = grad(objective(model, loss_fn, frozen))(theta, X, y)
+def gradient_norms(
+    model: nn.Module,
+    loss_fn: LossFn,
+    X: Data,
+    y: Tensor | None = None,
+    params: Params | None = None,
+    names: Selection = None,
+) -> dict:
+    """‖∇_{θ_i} L‖ for every layer i (:func:`layers`), and "" (the root module's name) → ‖∇L‖ (of the parameters
+    ``names``, default those with ``requires_grad``)."""
+    data = check_inputs(model, X, y, params, names)
+    theta, frozen = split_params(model, params, names)
+    fn = grad(objective(model, loss_fn, frozen))
+    g: dict[str, Tensor] = {}
+    for w, Xc, yc in data:
+        with differentiable_attention():
+            gc = fn(theta, Xc, yc)
+        g = {k: g.get(k, 0.0) + w * v for k, v in gc.items()}
     sq = {k: v.pow(2).sum() for k, v in g.items()}
-    out = {layer: sum(sq[k] for k in names).sqrt().item() for layer, names in layers(model).items()}
+    out = {layer: sum(sq[k] for k in names).sqrt().item() for layer, names in layers(model, list(theta)).items()}
     return out | {"": sum(sq.values()).sqrt().item()}

@@ -30,7 +30,9 @@ class EigResult:
 
     values (m, k), vectors (m, k, dim), residuals (m, k) = ‖Hv − λv‖, errors (m, k) = the bound on |λ − θ| the
     stopping rule used (:func:`error_bounds`; the residual itself under ``criterion="residual"``), n_matvecs =
-    products per problem.
+    products per problem. From Lanczos also the Gauss quadrature of each start vector q_1: ``nodes`` (m, j) = every
+    Ritz value θ_i and ``weights`` (m, j) = (e_1ᵀ s_i)², so q_1ᵀ f(H) q_1 ≈ Σ_i weights_i f(nodes_i)
+    (:mod:`eoslab.density`).
     """
 
     values: Tensor
@@ -39,6 +41,8 @@ class EigResult:
     n_matvecs: int
     converged: bool
     errors: Tensor
+    nodes: Tensor | None = None
+    weights: Tensor | None = None
 
 
 def start_vector(
@@ -112,7 +116,8 @@ def lanczos(
     order = theta.argsort(dim=-1, descending=True)[:, :k]
     S_top = torch.gather(S, 2, order[:, None, :].expand(-1, S.shape[1], -1)).to(dtype)
     vectors = torch.einsum("mjk,mjd->mkd", S_top, Q[:, :n])
-    return EigResult(top.to(dtype), vectors, residuals.to(dtype), n, done, errors.to(dtype))
+    quadrature = (theta.to(dtype), (S[:, 0, :] ** 2).to(dtype))
+    return EigResult(top.to(dtype), vectors, residuals.to(dtype), n, done, errors.to(dtype), *quadrature)
 
 
 def short_lanczos(

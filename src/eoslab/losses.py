@@ -8,7 +8,8 @@ Every loss here averages over examples: L_B = (1/|B|) Σ_{i∈B} ℓ_i. The curv
 full-batch quantities over data chunks, L = Σ_c (|c|/n) L_c.
 
 Every loss checks its shapes and says what it expected: broadcasting (n, 1) predictions against (n,) targets
-would silently give a different loss, and a Hessian of the wrong function.
+would silently give a different loss, and a Hessian of the wrong function. Any other ``loss_fn`` given to the
+curvature functions from ``torch.nn`` (e.g. ``nn.MSELoss()``) gets the same check through :func:`shape_checked`.
 
 MSE is written out explicitly rather than with ``F.mse_loss``: torch.func's ``jvp(grad(...))`` fails on the latter
 ("ZeroTensors are immutable").
@@ -17,7 +18,7 @@ MSE is written out explicitly rather than with ``F.mse_loss``: torch.func's ``jv
 from collections.abc import Callable
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -75,3 +76,21 @@ def get_loss(name: str) -> LossFn:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; allowed: {sorted(LOSSES)}")
     return LOSSES[name]
+
+
+def shape_checked(loss_fn: LossFn) -> LossFn:
+    """A loss of ``torch.nn`` (a loss module such as ``nn.MSELoss()``, or a function of ``torch.nn.functional``)
+    refusing, with :func:`same_shape`'s message, floating targets whose shape differs from the predictions' (torch
+    only warns, then broadcasts). Other functions are returned as they are: this module's check themselves, and a
+    function of your own may use targets of any shape (call :func:`same_shape` in it)."""
+    is_torch_loss = isinstance(loss_fn, nn.modules.loss._Loss) or getattr(loss_fn, "__module__", "") == F.__name__
+    if not is_torch_loss:
+        return loss_fn
+    name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+
+    def checked(pred: Tensor, target: Tensor) -> Tensor:
+        if target.is_floating_point():
+            same_shape(name, pred, target)
+        return loss_fn(pred, target)
+
+    return checked
