@@ -22,8 +22,8 @@ import yaml
 from eoslab.data import DATASETS
 from eoslab.losses import LOSSES
 from eoslab.models import MODELS, PRESETS
+from eoslab.rules import RULES, rule_options
 
-RULES = ("gd", "sgd", "ngd", "sqrt_gd", "armijo")
 SAMPLING = ("subset", "iid", "reshuffle")
 SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
 
@@ -60,6 +60,9 @@ SCHEMA: dict[str, Any] = _obj(
                 "schedule": {"enum": list(SCHEDULES), "default": "constant"},
                 "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
                 "eps": {"type": "number", "minimum": 0, "default": 1e-12},
+                "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "β (momentum)"},
+                "beta1": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "Adam's β₁"},
+                "beta2": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "Adam/RMSProp's β₂"},
             },
             ("lr",),
         ),
@@ -231,10 +234,13 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
     shape_args = {"in_dim", "out_dim", "in_channels", "num_classes", "image_size", "P", "flatten_dims", "self"}
     _check_kwargs("model", constructor, {**PRESETS.get(name, {}), **out["model"]}, shape_args)
-    opt = out["optimizer"]
+    try:
+        opt = out["optimizer"] = rule_options(out["optimizer"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     if opt["rule"] == "sgd" and opt["batch_size"] is None:
         raise ConfigError("optimizer.batch_size: required when optimizer.rule is 'sgd'")
-    if opt["rule"] != "sgd" and opt["batch_size"] is not None:
+    if not RULES[opt["rule"]].stochastic and opt["batch_size"] is not None:
         raise ConfigError(f"optimizer.batch_size: only 'sgd' samples mini-batches, not {opt['rule']!r}")
     m = out["measure"]
     if m["preconditioned"] and opt["schedule"] not in ("constant", "layerwise"):
