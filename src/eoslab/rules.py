@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from eoslab.curvature import sample_batches
 from eoslab.operators import Params
 from eoslab.optim import SCALES, apply_step, armijo_step, step_sizes
 
@@ -49,13 +50,12 @@ SCHEDULE_NEEDS: dict[str, str | None] = {
 
 
 def sample(n: int, b: int, sampling: str, gen: torch.Generator, cursor: dict[str, Any] | None = None) -> Tensor:
-    """One mini-batch of b example indices out of n: ``subset`` (b distinct, fresh each call), ``iid`` (b with
-    replacement) or ``reshuffle`` (consecutive slices of a permutation redrawn per epoch; ``cursor`` carries the
-    permutation and the position between calls)."""
-    if sampling == "iid":
-        return torch.randint(n, (b,), generator=gen)
-    if sampling == "subset":
-        return torch.randperm(n, generator=gen)[:b]
+    """One mini-batch of b example indices out of n: ``subset`` (b distinct, fresh each call) and ``iid`` (b with
+    replacement) are one row of :func:`eoslab.curvature.sample_batches`, the estimators' sampler (the same draws);
+    ``reshuffle`` takes consecutive slices of a permutation redrawn per epoch (``cursor`` carries the permutation
+    and the position between calls)."""
+    if sampling != "reshuffle":
+        return sample_batches(n, b, 1, sampling == "iid", gen)[0]
     if cursor.get("perm") is None or cursor["pos"] + b > n:
         cursor["perm"], cursor["pos"] = torch.randperm(n, generator=gen), 0
     cursor["pos"] += b
