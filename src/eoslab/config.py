@@ -22,7 +22,7 @@ import yaml
 from eoslab.data import DATASETS
 from eoslab.losses import LOSSES
 from eoslab.models import MODELS, PRESETS
-from eoslab.rules import RULES, rule_options
+from eoslab.rules import RULES, key_schema, rule_options
 
 SAMPLING = ("subset", "iid", "reshuffle")
 SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
@@ -60,9 +60,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "schedule": {"enum": list(SCHEDULES), "default": "constant"},
                 "loss_offset": {"type": "number", "default": 0.0, "description": "L* in GD on sqrt(L - L*)"},
                 "eps": {"type": "number", "minimum": 0, "default": 1e-12},
-                "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "β (momentum)"},
-                "beta1": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "Adam's β₁"},
-                "beta2": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "Adam/RMSProp's β₂"},
+                **key_schema(),
             },
             ("lr",),
         ),

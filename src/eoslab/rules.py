@@ -13,7 +13,8 @@ u the rule's direction (g for GD, the momentum buffer, Adam's m̂/(√v̂ + ε))
   every step (``host_every_step``).
 
 :data:`RULES` is the registry: ``optimizer.rule`` → class. Rule-specific keys (``momentum``, ``beta1``, ``beta2``)
-are declared by the class (``keys``, with defaults) and refused for rules that do not read them.
+are declared by the class (``keys``: default and description, from which :func:`key_schema` makes the config
+schema's entries) and refused for rules that do not read them. A new rule is one class and one row here.
 """
 
 from collections.abc import Callable
@@ -65,8 +66,8 @@ def sample(n: int, b: int, sampling: str, gen: torch.Generator, cursor: dict[str
 class Rule:
     """Gradient descent: u = g, s = 1 (``gd``). Subclasses change the direction, the factor or the preconditioner."""
 
-    keys: ClassVar[dict[str, float]] = {}
-    """Rule-specific optimizer keys and their defaults."""
+    keys: ClassVar[dict[str, tuple[float, str]]] = {}
+    """Rule-specific optimizer keys (each a coefficient in [0, 1)): name → (default, description)."""
     stochastic: ClassVar[bool] = False
     """Whether the rule steps on mini-batches of ``optimizer.batch_size`` examples."""
     scaled: ClassVar[bool] = False
@@ -160,7 +161,7 @@ class HeavyBall(Rule):
     iff ηλ < 2 + 2β (Cohen et al., "Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability",
     ICLR 2021, arXiv:2103.00065)."""
 
-    keys: ClassVar[dict[str, float]] = {"momentum": 0.9}
+    keys: ClassVar[dict[str, tuple[float, str]]] = {"momentum": (0.9, "β of heavy-ball/Nesterov momentum, v ← βv + g")}
     stateful = True
 
     @classmethod
@@ -197,7 +198,10 @@ class Adam(Rule):
     P = (1 − β₁ᵗ)·diag(√v̂ + ε); full-batch Adam keeps λmax(P⁻¹H) at (2 + 2β₁)/((1 − β₁)η) (Cohen et al.,
     "Adaptive Gradient Methods at the Edge of Stability", 2022, arXiv:2207.14484)."""
 
-    keys: ClassVar[dict[str, float]] = {"beta1": 0.9, "beta2": 0.999}
+    keys: ClassVar[dict[str, tuple[float, str]]] = {
+        "beta1": (0.9, "Adam's β₁: m ← β₁m + (1 − β₁)g"),
+        "beta2": (0.999, "Adam's and RMSProp's β₂: v ← β₂v + (1 − β₂)g²"),
+    }
     stateful = True
 
     @property
@@ -244,7 +248,7 @@ class RMSProp(Adam):
     """RMSProp (``rmsprop``): Adam with β₁ = 0 (v ← β₂v + (1 − β₂)g², θ ← θ − ηg/(√v̂ + ε), v̂ bias-corrected);
     full-batch it keeps λmax(P⁻¹H), P = diag(√v̂ + ε), at 2/η."""
 
-    keys: ClassVar[dict[str, float]] = {"beta2": 0.999}
+    keys: ClassVar[dict[str, tuple[float, str]]] = {"beta2": Adam.keys["beta2"]}
     beta1 = 0.0
 
 
@@ -265,11 +269,18 @@ RULES: dict[str, type[Rule]] = {
 def rule_options(opt: dict[str, Any]) -> dict[str, Any]:
     """``opt`` with the rule's own keys' defaults filled in; ValueError naming a key the rule does not read."""
     keys = RULES[opt["rule"]].keys
-    foreign = sorted({k for cls in RULES.values() for k in cls.keys} - set(keys) & set(opt))
+    foreign = sorted(set(key_schema()) - set(keys) & set(opt))
     if foreign:
         own = ", ".join(sorted(keys)) or "none"
         raise ValueError(f"optimizer: {foreign[0]!r} is not read by rule {opt['rule']!r} (its own keys: {own})")
-    return keys | opt
+    return {k: default for k, (default, _) in keys.items()} | opt
+
+
+def key_schema() -> dict[str, dict[str, Any]]:
+    """The JSON-schema entries of every rule-specific key (no schema default: a rule's defaults are filled in by
+    :func:`rule_options` for that rule only, so configs of the other rules keep their hash)."""
+    docs = {k: doc for cls in RULES.values() for k, (_, doc) in cls.keys.items()}
+    return {k: {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": d} for k, d in docs.items()}
 
 
 def build_rule(opt: dict[str, Any], layer_params: dict[str, list[str]], curvature: Curvature | None = None) -> Rule:
