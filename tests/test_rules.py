@@ -1,6 +1,7 @@
 """Update rules as objects: momentum, Nesterov, RMSProp and Adam in the engine against torch.optim's own steps,
 their preconditioner against a dense Hessian, their quadratic thresholds, resumption and refusals."""
 
+import json
 import os
 import signal
 
@@ -10,10 +11,11 @@ import torch
 from helpers import dense_hessian
 
 import eoslab.engine
-from eoslab.config import ConfigError, validate
+from eoslab.cli import main
+from eoslab.config import ConfigError, config_hash, validate
 from eoslab.engine import build_problem, run
 from eoslab.rules import RULES, build_rule
-from eoslab.runfiles import Interrupted
+from eoslab.runfiles import Interrupted, OutputError, save_checkpoint
 
 TINY = {
     "dtype": "float64",
@@ -126,6 +128,18 @@ def test_adam_resumes_bit_identical(tmp_path, monkeypatch):
     resumed = run(config, out)
     for name in uninterrupted.data_vars:
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values, err_msg=name)
+
+
+def test_a_checkpoint_of_the_old_state_layout_is_refused_not_misread(tmp_path):
+    """State fields of older code (``perm``, ``pos``, ``initial_sharpness``) under --resume-any-code: exit 3."""
+    config = TINY | {"optimizer": {"lr": 0.01}}
+    out = tmp_path / "run.nc"
+    old = {"step": 3, "params": {}, "train_rng": None, "measure_rng": None, "perm": None, "pos": 0}
+    save_checkpoint(tmp_path / "run.nc.ckpt", {"config_hash": config_hash(config), "code_hash": "old", "state": old})
+    with pytest.raises(OutputError, match=r"run\.nc\.ckpt: its state has \['perm', 'pos'\], which this code does not"):
+        run(config, out, resume_any_code=True)
+    assert main(["run", "--json", json.dumps(config), "--out", str(out), "--quiet", "--resume-any-code"]) == 3
+    assert not out.exists() and not (tmp_path / "run.nc.lock").exists()
 
 
 def test_rule_keys_are_filled_for_their_rule_and_refused_for_others():

@@ -19,7 +19,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,6 +39,7 @@ from eoslab.optim import grad_norm
 from eoslab.rules import RULES, Batch, Rule, build_rule, sample
 from eoslab.runfiles import (
     Interrupted,
+    OutputError,
     RunFiles,
     caught_signals,
     claimed,
@@ -290,8 +291,15 @@ def _checkpoint(path: Path, state: State, digest: str, gens: tuple[torch.Generat
 
 
 def _load_checkpoint(path: Path | None, digest: str, any_code: bool = False) -> State | None:
+    """The checkpoint's State, None if there is none to resume; OutputError for one whose state this code does not
+    know (written by older code, resumed with ``any_code``)."""
     saved = None if path is None else load_checkpoint(path, digest, any_code)
-    return None if saved is None else State(**saved)
+    if saved is None:
+        return None
+    unknown = sorted(set(saved) - {f.name for f in fields(State)})
+    if unknown:
+        raise OutputError(f"{path}: its state has {unknown}, which this code does not resume; remove it to start fresh")
+    return State(**saved)
 
 
 def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: State, digest, gens, started) -> NoReturn:
