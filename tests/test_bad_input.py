@@ -108,7 +108,7 @@ CASES = [
         None,
         "loss",
     ),
-    ("rule-unknown", with_("optimizer.rule", "adam"), [], None, "optimizer.rule"),
+    ("rule-unknown", with_("optimizer.rule", "lion"), [], None, "optimizer.rule"),
     ("sgd-no-batch", with_("optimizer.rule", "sgd"), [], None, "optimizer.batch_size"),
     (
         "sgd-batch-too-big",

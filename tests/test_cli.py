@@ -61,7 +61,7 @@ def test_run_writes_the_file_with_overrides(config_file, tmp_path, capsys):
     ("args", "key"),
     [
         (["--set", "optimizer.lr=-1"], "optimizer.lr"),
-        (["--set", "optimizer.rule=adam"], "optimizer.rule"),
+        (["--set", "optimizer.rule=lion"], "optimizer.rule"),
         (["--set", "model.widht=3"], "widht"),
         (["--set", "optimizer.rule=sgd", "--set", "optimizer.batch_size=64"], "optimizer.batch_size"),  # > n
         (["--set", "model.activation=tanhh"], "model"),

@@ -37,7 +37,7 @@ BAD = {
     "zero lr": (with_("optimizer.lr", 0), r"optimizer\.lr"),
     "lr as a string": (with_("optimizer.lr", "fast"), r"optimizer\.lr"),
     "missing lr": (without("optimizer", "lr"), r"'lr' is a required property"),
-    "unknown rule": (with_("optimizer.rule", "adam"), r"optimizer\.rule.*'adam'"),
+    "unknown rule": (with_("optimizer.rule", "lion"), r"optimizer\.rule.*'lion'"),
     "unknown sampling": (with_("optimizer.sampling", "stratified"), r"optimizer\.sampling"),
     "unknown schedule": (with_("optimizer.schedule", "cosine"), r"optimizer\.schedule"),
     "unknown dataset": (with_("data.name", "imagenet"), r"data\.name.*'imagenet'"),

@@ -113,6 +113,8 @@ def test_bad_search_values_name_the_key(search, key):
 def test_limit_needs_a_constant_gd_or_sgd_step():
     with pytest.raises(ConfigError, match=r"optimizer\.rule"):
         validate_limit(CONFIG | {"optimizer": {"rule": "ngd"}})
+    with pytest.raises(ConfigError, match=r"optimizer\.rule: .* without state or factor \['gd', 'sgd'\], not 'adam'"):
+        validate_limit(CONFIG | {"optimizer": {"rule": "adam"}})
     with pytest.raises(ConfigError, match=r"optimizer\.schedule"):
         validate_limit(CONFIG | {"optimizer": {"rule": "gd", "schedule": "inv_sharpness"}})
 

@@ -95,3 +95,51 @@ def test_tracker_takes_a_data_loader_for_full_batch_measurements():
     assert batched["directional_sharpness"] == pytest.approx(one["directional_sharpness"], rel=1e-10)
     with pytest.raises(ValueError, match="minibatch: pick examples by index, so X and y must be tensors"):
         eoslab.SharpnessTracker(model, loss_fn, loader, minibatch=2, batch_size=4)
+
+
+def test_tracker_reads_adams_preconditioner_from_the_optimizer():
+    """λmax(D^½HD^½) with D = ηP⁻¹, P = (1 − β₁ᵗ)(√v̂ + ε) from torch.optim.Adam's state, against a dense Hessian."""
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-6)
+    tracker = eoslab.SharpnessTracker(model, loss_fn, X, y, preconditioned=True, optimizer=opt, tol=1e-10)
+    for t in range(1, 4):
+        opt.zero_grad()
+        loss_fn(model(X), y).backward()
+        opt.step()
+        got = tracker.measure()["preconditioned_sharpness"]
+        d = []
+        for p in model.parameters():
+            v = opt.state[p]["exp_avg_sq"]
+            d.append((0.01 / ((1 - 0.9**t) * ((v / (1 - 0.99**t)).sqrt() + 1e-6))).reshape(-1))
+        d = torch.cat(d).sqrt()
+        want = torch.linalg.eigvalsh(d[:, None] * dense_hessian(model, loss_fn, X, y) * d[None, :])[-1].item()
+        assert float(got) == pytest.approx(want, rel=1e-7)
+        assert float(got) > 0.01 * tracker.measure()["sharpness"] * 10  # P⁻¹ scales H up (√v̂ ≪ 1 here)
+
+
+def test_tracker_preconditioned_and_noise_kernel_at_a_given_lr():
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    tracker = eoslab.SharpnessTracker(
+        model, loss_fn, X, y, lr=0.1, batch_size=4, preconditioned=True, noise_kernel=True, tol=1e-10
+    )
+    m = tracker.measure()
+    lam = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, X, y))[-1].item()
+    assert float(m["preconditioned_sharpness"]) == pytest.approx(0.1 * lam, rel=1e-7)  # D = 0.1·I
+    ntk = eoslab.noise_kernel.ntk_eigenvalues(model, X)
+    want = eoslab.noise_kernel.noise_kernel_norm(ntk, 0.1, 4, len(X), False, y.shape[1])
+    assert m["noise_kernel_norm"] == pytest.approx(want, rel=1e-12)
+
+
+def test_tracker_refuses_what_it_cannot_measure():
+    model, loss_fn, X, y = make_problem("tanh_mse", torch.float64)
+    with pytest.raises(ValueError, match=r"preconditioned=True needs optimizer= .* or lr="):
+        eoslab.SharpnessTracker(model, loss_fn, X, y, preconditioned=True)
+    with pytest.raises(ValueError, match="noise_kernel=True needs lr"):
+        eoslab.SharpnessTracker(model, loss_fn, X, y, noise_kernel=True, batch_size=4)
+    with pytest.raises(ValueError, match="not Adagrad"):
+        eoslab.SharpnessTracker(model, loss_fn, X, y, preconditioned=True, optimizer=torch.optim.Adagrad([X]))
+    tracker = eoslab.SharpnessTracker(
+        model, loss_fn, X, y, preconditioned=True, optimizer=torch.optim.Adam(model.parameters())
+    )
+    with pytest.raises(ValueError, match="after its first step"):
+        tracker.measure()

@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-RULES = ("gd", "sgd", "ngd", "sqrt_gd", "armijo")
 SAMPLING = ("subset", "iid", "reshuffle")
 SCHEDULES = ("constant", "inv_initial_sharpness", "inv_sharpness", "layerwise")
 
@@ -39,7 +38,7 @@ def _obj(properties: dict, required: tuple[str, ...] = (), extra: bool = False) 
     }
 
 
-_NAMED = {"type": "string", "description": "filled with the registry's names by run_schema()"}
+_NAMED = {"type": "string", "description": "filled with a registry's names by run_schema()"}
 _SCHEMA: dict[str, Any] = _obj(
     {
         "name": {"type": "string", "default": "run"},
@@ -51,7 +50,7 @@ _SCHEMA: dict[str, Any] = _obj(
         "loss": {**_NAMED, "default": "half_mse"},
         "optimizer": _obj(
             {
-                "rule": {"enum": list(RULES), "default": "gd", "description": "the update rule"},
+                "rule": {**_NAMED, "default": "gd", "description": "the update rule"},
                 "lr": _positive,
                 "batch_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
                 "sampling": {"enum": list(SAMPLING), "default": "subset"},
@@ -138,18 +137,23 @@ _SCHEMA: dict[str, Any] = _obj(
 
 @functools.cache
 def run_schema() -> dict[str, Any]:
-    """The JSON schema of a run config (also :data:`SCHEMA`), its data, model and loss names from the registries of
-    :mod:`eoslab.data`, :mod:`eoslab.models` and :mod:`eoslab.losses`. Built on first use: those import torch, and
-    importing this module must not (the DAG's parse reads configs and hashes only)."""
+    """The JSON schema of a run config (also :data:`SCHEMA`): its data, model, loss and update-rule names and the
+    rules' own keys come from the registries of :mod:`eoslab.data`, :mod:`eoslab.models`, :mod:`eoslab.losses` and
+    :mod:`eoslab.rules`. Built on first use: those import torch, and importing this module must not (the DAG's parse
+    reads configs and hashes only)."""
     from eoslab.data import DATASETS
     from eoslab.losses import LOSSES
     from eoslab.models import MODELS, PRESETS
+    from eoslab.rules import RULES, key_schema
 
     schema = copy.deepcopy(_SCHEMA)
     sections = schema["properties"]
     sections["data"]["properties"]["name"] = {"enum": sorted(DATASETS)}
     sections["model"]["properties"]["name"] = {"enum": sorted(MODELS) + sorted(PRESETS)}
     sections["loss"] = {"enum": sorted(LOSSES), "default": "half_mse"}
+    optimizer = sections["optimizer"]["properties"]
+    optimizer["rule"] = {"enum": list(RULES), "default": "gd", "description": "the update rule"}
+    optimizer.update(key_schema())
     return schema
 
 
@@ -338,6 +342,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """A validated deep copy of a run config with every default filled in; ``ConfigError`` names the bad key."""
     from eoslab.data import DATASETS
     from eoslab.models import MODELS, PRESETS
+    from eoslab.rules import RULES, rule_options
 
     out = check(config, run_schema())
     _check_kwargs("data", DATASETS[out["data"]["name"]], out["data"], {"dtype"})
@@ -345,10 +350,13 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     constructor = MODELS[PRESETS[name]["name"]] if name in PRESETS else MODELS[name]
     shape_args = {"in_dim", "out_dim", "in_channels", "num_classes", "image_size", "P", "flatten_dims", "self"}
     _check_kwargs("model", constructor, {**PRESETS.get(name, {}), **out["model"]}, shape_args)
-    opt = out["optimizer"]
+    try:
+        opt = out["optimizer"] = rule_options(out["optimizer"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     if opt["rule"] == "sgd" and opt["batch_size"] is None:
         raise ConfigError("optimizer.batch_size: required when optimizer.rule is 'sgd'")
-    if opt["rule"] != "sgd" and opt["batch_size"] is not None:
+    if not RULES[opt["rule"]].stochastic and opt["batch_size"] is not None:
         raise ConfigError(f"optimizer.batch_size: only 'sgd' samples mini-batches, not {opt['rule']!r}")
     m = out["measure"]
     if m["preconditioned"] and opt["schedule"] not in ("constant", "layerwise"):

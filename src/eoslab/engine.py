@@ -18,7 +18,8 @@ its signal handling are :mod:`eoslab.runfiles`'s: partial results go to ``<out>.
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,9 +35,11 @@ from eoslab.losses import LossFn, get_loss
 from eoslab.measurements import Context, take_measurements
 from eoslab.models import build_model
 from eoslab.operators import HessianOperator, Params, grad_and_value, objective
-from eoslab.optim import apply_step, armijo_scale, grad_norm, rule_scale, step_sizes
+from eoslab.optim import grad_norm
+from eoslab.rules import RULES, Batch, Rule, build_rule, sample
 from eoslab.runfiles import (
     Interrupted,
+    OutputError,
     RunFiles,
     caught_signals,
     claimed,
@@ -101,16 +104,17 @@ def build_problem(config: dict[str, Any]) -> Problem:
 
 @dataclass
 class State:
-    """Everything a run carries from step to step (what a checkpoint saves)."""
+    """Everything a run carries from step to step (what a checkpoint saves): ``rule`` is the update rule's state
+    (:meth:`eoslab.rules.Rule.init`), ``cursor`` the reshuffle sampler's permutation and position, ``warm`` the
+    measurements' last eigenvectors."""
 
     step: int
     params: Params
     train_rng: Tensor
     measure_rng: Tensor
-    perm: Tensor | None = None
-    pos: int = 0
+    cursor: dict[str, Any] = field(default_factory=dict)
+    rule: dict[str, Any] = field(default_factory=dict)
     warm: dict[str, Tensor] = field(default_factory=dict)
-    initial_sharpness: float | None = None
     measured: dict[str, list] = field(default_factory=dict)
     per_iteration: dict[str, list] = field(default_factory=dict)
     elapsed: float = 0.0
@@ -147,20 +151,12 @@ def reached_target(values: dict[str, Any], config: dict[str, Any]) -> bool:
 
 
 def next_batch(state: State, n: int, config: dict[str, Any], gen: torch.Generator) -> Tensor | None:
-    """The step's example indices: None for full batch; SGD draws ``subset`` (b distinct examples, fresh each
-    step), ``iid`` (b with replacement) or ``reshuffle`` (consecutive slices of a permutation redrawn per epoch)."""
+    """The step's example indices: None for a full-batch rule; a stochastic rule's batch by
+    :func:`eoslab.rules.sample` (``optimizer.sampling``)."""
     opt = config["optimizer"]
-    b = opt["batch_size"]
-    if opt["rule"] != "sgd":
+    if not RULES[opt["rule"]].stochastic:
         return None
-    if opt["sampling"] == "iid":
-        return torch.randint(n, (b,), generator=gen)
-    if opt["sampling"] == "subset":
-        return torch.randperm(n, generator=gen)[:b]
-    if state.perm is None or state.pos + b > n:
-        state.perm, state.pos = torch.randperm(n, generator=gen), 0
-    state.pos += b
-    return state.perm[state.pos - b : state.pos]
+    return sample(n, opt["batch_size"], opt["sampling"], gen, state.cursor)
 
 
 def _record(store: dict[str, list], values: dict[str, Any]) -> None:
@@ -183,13 +179,8 @@ def _is_diverged(loss: float, config: dict[str, Any]) -> bool:
 
 
 SYNC_EVERY = 32
-"""Training steps between reads of the batch loss and ‖g‖ back to the host, for constant-η GD/SGD (whose step needs
-neither): on a GPU the hot path then never waits for the device. Other rules and schedules read them every step."""
-
-
-def _sync_every(config: dict[str, Any]) -> int:
-    opt = config["optimizer"]
-    return SYNC_EVERY if opt["rule"] in ("gd", "sgd") and opt["schedule"] == "constant" else 1
+"""Training steps between reads of the batch loss and ‖g‖ back to the host, for rules whose step needs neither
+(:attr:`eoslab.rules.Rule.host_every_step`): on a GPU the hot path then never waits for the device."""
 
 
 def _read_back(state: State, config: dict[str, Any], start: int) -> bool:
@@ -232,29 +223,48 @@ def evaluate(problem: Problem, params: Params, test: bool) -> dict[str, float]:
     return out
 
 
-def measure(problem: Problem, params: Params, config: dict[str, Any], state: State, gen: torch.Generator) -> dict:
-    """Losses (and accuracies), then every measurement the config switches on (:mod:`eoslab.measurements`)."""
+def measure(problem: Problem, params: Params, config: dict[str, Any], state: State, gen, rule: Rule) -> dict:
+    """Losses (and accuracies), then every measurement the config switches on (:mod:`eoslab.measurements`), which
+    see the step size, the batch size, the sampling and the rule's preconditioner."""
     out = evaluate(problem, params, test=False)
     if config["measure"]["test"]:
         out |= evaluate(problem, params, test=True)
     if _is_diverged(out["train_loss"], config):
         return out
-    return out | take_measurements(Context(problem, params, config, state.warm, gen))
+    opt = config["optimizer"]
+    ctx = Context(
+        problem,
+        params,
+        config["measure"],
+        state.warm,
+        gen,
+        lr=opt["lr"],
+        train_batch_size=opt["batch_size"],
+        replace=opt["sampling"] == "iid",
+        loss=config["loss"],
+        preconditioner=lambda grads, curvature: rule.preconditioner(params, grads, state.rule, curvature),
+    )
+    return out | take_measurements(ctx)
 
 
-def _current_sharpness(problem: Problem, params: Params, config: dict[str, Any], state: State, gen) -> dict:
-    """λ_t (and λ_{i,t} per layer) of the full-batch Hessian for the sharpness-based step-size schedules."""
-    m = config["measure"]
-    op = HessianOperator(problem.model, problem.loss_fn, problem.X[: m["subset"]], problem.Y[: m["subset"]], params)
-    solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen, "criterion": "residual"}  # Context.solver
-    if config["optimizer"]["schedule"] == "layerwise":
-        masks = layer_masks(op, problem.model)
-        res = layer_eigs(op, masks, v0=state.warm.get("schedule"), **solver)
-        state.warm["schedule"] = res.vectors[:, 0]
-        return {"layer_sharpness": dict(zip(masks, res.values[:, 0].tolist(), strict=True))}
-    res = eigs(op, v0=state.warm.get("schedule"), **solver)
-    state.warm["schedule"] = res.vectors[0]
-    return {"sharpness": res.values[0, 0].item()}
+def _current_sharpness(problem: Problem, m: dict[str, Any], gen: torch.Generator) -> Callable:
+    """The schedules' curvature (θ, kind, rule state) → λ_t, or λ_{i,t} per layer, of the full-batch Hessian,
+    warm-started from the rule state's ``schedule`` vector."""
+
+    def curvature(params: Params, kind: str, state: dict[str, Any]) -> dict[str, Any]:
+        X, Y = problem.X[: m["subset"]], problem.Y[: m["subset"]]
+        op = HessianOperator(problem.model, problem.loss_fn, X, Y, params)
+        solver = {"tol": m["tol"], "max_iter": m["max_iter"], "generator": gen, "criterion": "residual"}
+        if kind == "layer_sharpness":
+            masks = layer_masks(op, problem.model)
+            res = layer_eigs(op, masks, v0=state.get("schedule"), **solver)
+            state["schedule"] = res.vectors[:, 0]
+            return {"layer_sharpness": dict(zip(masks, res.values[:, 0].tolist(), strict=True))}
+        res = eigs(op, v0=state.get("schedule"), **solver)
+        state["schedule"] = res.vectors[0]
+        return {"sharpness": res.values[0, 0].item()}
+
+    return curvature
 
 
 def _dataset(problem: Problem, config: dict[str, Any], state: State, status: str) -> xr.Dataset:
@@ -281,8 +291,15 @@ def _checkpoint(path: Path, state: State, digest: str, gens: tuple[torch.Generat
 
 
 def _load_checkpoint(path: Path | None, digest: str, any_code: bool = False) -> State | None:
+    """The checkpoint's State, None if there is none to resume; OutputError for one whose state this code does not
+    know (written by older code, resumed with ``any_code``)."""
     saved = None if path is None else load_checkpoint(path, digest, any_code)
-    return None if saved is None else State(**saved)
+    if saved is None:
+        return None
+    unknown = sorted(set(saved) - {f.name for f in fields(State)})
+    if unknown:
+        raise OutputError(f"{path}: its state has {unknown}, which this code does not resume; remove it to start fresh")
+    return State(**saved)
 
 
 def _interrupt(signum: int, files: RunFiles, problem: Problem, config, state: State, digest, gens, started) -> NoReturn:
@@ -319,7 +336,8 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     f = objective(problem.model, problem.loss_fn, dict(problem.model.named_buffers()))
     layer_params = layers(problem.model)
     opt = config["optimizer"]
-    if opt["rule"] == "sgd" and opt["batch_size"] > len(problem.X):
+    rule = build_rule(opt, layer_params)
+    if rule.stochastic and opt["batch_size"] > len(problem.X):
         raise ConfigError(f"optimizer.batch_size: {opt['batch_size']} exceeds the {len(problem.X)} training examples")
     m, b = config["measure"], config["measure"]["batch_size"] or opt["batch_size"]
     n_full = len(problem.X[: m["subset"]])
@@ -334,12 +352,10 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
     out, ckpt = files.out, files.ckpt
     train_gen = torch.Generator().manual_seed(config["seed"])
     measure_gen = torch.Generator().manual_seed(config["seed"] + 1_000_003)
-    state = _load_checkpoint(ckpt, digest, resume_any_code) or State(
-        0,
-        theta0,
-        train_gen.get_state(),
-        measure_gen.get_state(),
-    )
+    rule.curvature = _current_sharpness(problem, m, measure_gen)
+    state = _load_checkpoint(ckpt, digest, resume_any_code)
+    if state is None:
+        state = State(0, theta0, train_gen.get_state(), measure_gen.get_state(), rule=rule.init(theta0))
     steps, state.stop_reason = last_step(config, len(problem.X))
     train_gen.set_state(state.train_rng)
     measure_gen.set_state(state.measure_rng)
@@ -348,7 +364,8 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
 
     bar = tqdm(total=steps, initial=state.step, disable=quiet, desc=config["name"], dynamic_ncols=True)
     n_measured = len(state.measured.get("step", []))
-    sync_every, synced = _sync_every(config), state.step  # steps before `synced` are checked on the host
+    sync_every = 1 if rule.host_every_step else SYNC_EVERY
+    synced = state.step  # steps before `synced` are checked on the host
     while True:
         t = state.step
         if t in config["save_params"]:
@@ -371,7 +388,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
             if sync_every > 1 and t < steps and (_is_diverged(loss.item(), config) or not gnorm.isfinite()):
                 state.diverged_step = t  # this step's batch too, before measuring at θ_t
                 break
-            values = measure(problem, state.params, config, state, measure_gen)
+            values = measure(problem, state.params, config, state, measure_gen, rule)
             _record(state.measured, {"step": t} | _pad_missing(state.measured, values))
             n_measured += 1
             if _is_diverged(values["train_loss"], config):
@@ -387,22 +404,7 @@ def _run(config: dict[str, Any], files: RunFiles, quiet: bool, resume_any_code: 
                 write_run(_dataset(problem, config, state, "running"), files.partial)
         if t == steps:
             break
-        current = {}
-        if opt["schedule"] in ("inv_sharpness", "layerwise") or (
-            opt["schedule"] == "inv_initial_sharpness" and state.initial_sharpness is None
-        ):
-            current = _current_sharpness(problem, state.params, config, state, measure_gen)
-            if state.initial_sharpness is None and "sharpness" in current:
-                state.initial_sharpness = current["sharpness"]
-        sizes = step_sizes(
-            opt["schedule"], opt["lr"], layer_params, initial_sharpness=state.initial_sharpness, **current
-        )
-        if opt["rule"] == "armijo":  # Armijo line search on the batch stepped on (eoslab.optim.armijo_step)
-            scale = armijo_scale(f, Xb, Yb, state.params, grads, loss, opt["lr"], state.warm)
-        else:
-            scale = rule_scale(opt["rule"], gnorm, loss, opt["loss_offset"], opt["eps"])
-        state.params = apply_step(state.params, grads, sizes, scale)
-        lr_eff = [sizes[names[0]] * scale for names in layer_params.values()]
+        state.params, lr_eff = rule.step(state.params, grads, loss, gnorm, Batch(f, Xb, Yb), state.rule)
         for key, value in {"batch_loss": loss, "step_grad_norm": gnorm, "lr_eff": lr_eff}.items():
             state.per_iteration.setdefault(key, []).append(value)  # losses may stay on the device until read back
         state.step += 1

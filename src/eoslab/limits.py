@@ -13,8 +13,9 @@ dtype, seed; ``steps`` and ``optimizer.lr`` default to ``search.T`` and ``search
   With a fixed model the outcome is (close to) monotone in η: the bisection measures one initialisation's
   threshold, the scan the first divergence over many fresh draws (the luckiest draw ends it early).
 
-A step is θ ← θ − η∇L_B(θ) (B the full batch for GD; for SGD ``optimizer.batch_size`` examples per step drawn with
-replacement for ``sampling: iid`` or without within the step for ``subset``). "The loss at step j" is L_B(θ_{j−1}),
+A step is θ ← θ − η∇L_B(θ), taken by the rule's object (:mod:`eoslab.rules`; B the full batch for GD; for SGD
+``optimizer.batch_size`` examples per step drawn as a run draws them, with replacement for ``sampling: iid`` or
+without within the step for ``subset``). "The loss at step j" is L_B(θ_{j−1}),
 the loss of the batch stepped on at step j = 1..T, as in a PyTorch training loop. Speed: every trial of a round
 (several η and repetitions) is one row of a batched forward/backward, ``torch.func.vmap`` over stacked parameter
 copies; a trial leaves the batch when it diverges, and a scan drops the trials above a repetition's first
@@ -40,9 +41,11 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from eoslab.config import ConfigError, check, validate
+from eoslab.curvature import layers
 from eoslab.engine import Problem, build_problem
 from eoslab.models import build_model
 from eoslab.operators import objective
+from eoslab.rules import RULES, build_rule, sample
 from eoslab.runfiles import provenance, write_run
 
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -80,8 +83,11 @@ def validate_limit(config: Mapping[str, Any]) -> dict[str, Any]:
     config.setdefault("optimizer", {}).setdefault("lr", search["eta0"])
     run = validate(config)
     opt = run["optimizer"]
-    if opt["rule"] not in ("gd", "sgd"):
-        raise ConfigError(f"optimizer.rule: a divergence search runs 'gd' or 'sgd', not {opt['rule']!r}")
+    if RULES[opt["rule"]].scaled or RULES[opt["rule"]].stateful:
+        plain = [name for name, cls in RULES.items() if not (cls.scaled or cls.stateful)]
+        raise ConfigError(
+            f"optimizer.rule: a divergence search runs a rule without state or factor {plain}, not {opt['rule']!r}"
+        )
     if opt["schedule"] != "constant":
         raise ConfigError(f"optimizer.schedule: a divergence search needs a constant step, not {opt['schedule']!r}")
     if opt["rule"] == "sgd" and opt["sampling"] == "reshuffle":
@@ -107,18 +113,27 @@ def _init(problem: Problem, config: dict[str, Any], seeds: list[int]) -> dict[st
 
 
 def _samples(config: dict[str, Any], n: int, seeds: list[int]) -> Tensor | None:
-    """SGD's example indices (trials, T, b) from each trial's seed; None for GD."""
+    """SGD's example indices (trials, T, b) from each trial's seed, drawn as a run draws them
+    (:func:`eoslab.rules.sample`); None for a full-batch rule."""
     opt, T = config["optimizer"], config["search"]["T"]
-    if opt["rule"] == "gd":
+    if not RULES[opt["rule"]].stochastic:
         return None
     out = []
     for s in seeds:
         gen = torch.Generator().manual_seed(s)
-        if opt["sampling"] == "iid":
-            out.append(torch.randint(n, (T, opt["batch_size"]), generator=gen))
-        else:
-            out.append(torch.rand(T, n, generator=gen).argsort(-1)[:, : opt["batch_size"]])
+        out.append(torch.stack([sample(n, opt["batch_size"], opt["sampling"], gen) for _ in range(T)]))
     return torch.stack(out)
+
+
+def _stepper(problem: Problem, config: dict[str, Any]) -> Any:
+    """(stacked θ, stacked g, η per trial) → stacked θ after one step of the config's rule, vmapped over trials."""
+    layer_params = layers(problem.model)
+
+    def step(params: dict[str, Tensor], grads: dict[str, Tensor], lr: Tensor) -> dict[str, Tensor]:
+        rule = build_rule(config["optimizer"] | {"lr": lr}, layer_params)
+        return rule.step(params, grads, None, None, None, {})[0]
+
+    return vmap(step)
 
 
 def run_trials(
@@ -133,6 +148,7 @@ def run_trials(
     f = objective(problem.model, problem.loss_fn, dict(problem.model.named_buffers()))
     idx = _samples(config, len(problem.X), seeds)
     step_fn = vmap(grad_and_value(f), in_dims=(0, None, None) if idx is None else 0)
+    update = _stepper(problem, config)
     params = _init(problem, config, seeds)
     lr = etas.to(problem.X)
     active = torch.arange(len(etas))
@@ -157,7 +173,7 @@ def run_trials(
             grads = {k: v[on_device] for k, v in grads.items()}
             if len(active) == 0:
                 break
-        params = {k: v - lr.view(-1, *[1] * (v.dim() - 1)) * grads[k] for k, v in params.items()}
+        params = update(params, grads, lr)
     return outcome
 
 

@@ -24,7 +24,6 @@ from eoslab.curvature import (
     interaction,
     layer_eigs,
     layer_masks,
-    layers,
     minibatch_eigs,
     sample_batches,
     sampled_rho_b,
@@ -32,23 +31,29 @@ from eoslab.curvature import (
 from eoslab.eigen import EigResult, lanczos, start_vector
 from eoslab.noise_kernel import NTK_SCALE, critical_lr, noise_kernel_norm, ntk_eigenvalues
 from eoslab.operators import HessianOperator, MiniBatchHessians, Params
-from eoslab.optim import step_sizes
+
+Preconditioner = Callable[[Params, Callable | None], Params]
+"""(g at θ, the curvature a schedule reads, or None) → D, the per-parameter step sizes of the rule's next step
+(:meth:`eoslab.rules.Rule.preconditioner`)."""
 
 
 @dataclass
 class Context:
-    """What a measurement sees at one step: the problem (``eoslab.engine.Problem``), θ, the validated config,
-    the warm-start store (previous eigenvectors, keyed by measurement) and the measurement generator."""
+    """What a measurement sees at one step: the problem (``eoslab.engine.Problem``), θ, the validated ``measure``
+    section, the warm-start store (previous eigenvectors, keyed by measurement), the measurement generator, and of
+    the training: the step size η (``lr``), SGD's batch size, whether it samples with replacement, the loss's name
+    and the rule's preconditioner."""
 
     problem: Any
     params: Params
-    config: dict[str, Any]
+    m: dict[str, Any]
     warm: dict[str, Tensor]
     gen: torch.Generator
-
-    @property
-    def m(self) -> dict[str, Any]:
-        return self.config["measure"]
+    lr: float | None = None
+    train_batch_size: int | None = None
+    replace: bool = False
+    loss: str | None = None
+    preconditioner: Preconditioner | None = None
 
     @property
     def X(self) -> Tensor:
@@ -69,13 +74,9 @@ class Context:
 
     @property
     def batch_size(self) -> int:
-        """b of the mini-batch estimators: ``measure.batch_size``, default SGD's."""
-        return self.m["batch_size"] or self.config["optimizer"]["batch_size"]
-
-    @property
-    def replace(self) -> bool:
-        """Estimators sample as SGD does: with replacement only for ``sampling: iid``."""
-        return self.config["optimizer"]["sampling"] == "iid"
+        """b of the mini-batch estimators: ``measure.batch_size``, default SGD's (estimators sample as SGD does:
+        with replacement only for ``sampling: iid``)."""
+        return self.m["batch_size"] or self.train_batch_size
 
     @cached_property
     def op(self) -> HessianOperator:
@@ -113,18 +114,25 @@ def layer_sharpness(ctx: Context) -> dict[str, Any]:
     return {"layer_sharpness": ctx.layer_eigs.values[:, 0]}
 
 
-def preconditioned_sharpness(ctx: Context) -> dict[str, Any]:
-    """λmax(P^½ H P^½), P = diag of the per-parameter step sizes the schedule takes at θ_t (``layerwise``:
-    η_k = lr/λ_{i,t} for the parameters k of layer i, with the λ_{i,t} of this measurement; ``constant``: lr·I).
+def _layer_curvature(ctx: Context) -> Callable:
+    """The schedules' curvature read from this measurement's layer sharpness λ_{i,t} (``layerwise``)."""
+    return lambda params, kind, state: {
+        "layer_sharpness": dict(zip(ctx.masks, ctx.layer_eigs.values[:, 0].tolist(), strict=True))
+    }
 
-    A step θ − PH(θ − θ*) on a quadratic is stable iff this is below 2. For Fox's layer-wise 1/λ_{i,t} it lies in
-    [1, L] for L layers (H PSD), for 1/(2λ_{i,t}) in [½, L/2]."""
-    opt = ctx.config["optimizer"]
-    current = {}
-    if opt["schedule"] == "layerwise":
-        current["layer_sharpness"] = dict(zip(ctx.masks, ctx.layer_eigs.values[:, 0].tolist(), strict=True))
-    sizes = step_sizes(opt["schedule"], opt["lr"], layers(ctx.problem.model), **current)
-    d = ctx.op.space.flatten({k: v.new_full(v.shape, sizes[k]) for k, v in ctx.op.theta.items()}).sqrt()
+
+def preconditioned_sharpness(ctx: Context) -> dict[str, Any]:
+    """λmax(D^½ H D^½) = η·λmax(P⁻¹H), D = ηP⁻¹ the per-parameter step sizes the rule's next step takes at θ_t
+    (``layerwise``: η_k = lr/λ_{i,t} for the parameters k of layer i, with the λ_{i,t} of this measurement;
+    ``constant``: lr·I; Adam: lr/((1 − β₁ᵗ)(√v̂ + ε)), :meth:`eoslab.rules.Rule.preconditioner`).
+
+    A step θ − DH(θ − θ*) on a quadratic is stable iff this is below 2 (for Adam, (2 + 2β₁)/(1 − β₁); Cohen et al.
+    2022, arXiv:2207.14484). For Fox's layer-wise 1/λ_{i,t} it lies in [1, L] for L layers (H PSD), for
+    1/(2λ_{i,t}) in [½, L/2]."""
+    if ctx.preconditioner is None:
+        raise ValueError("preconditioned: needs the update rule's preconditioner (the tracker's optimizer= or lr=)")
+    sizes = ctx.preconditioner(ctx.op.space.unflatten(ctx.op.gradient), _layer_curvature(ctx))
+    d = ctx.op.space.flatten({k: sizes[k].to(v) for k, v in ctx.op.theta.items()}).sqrt()
     v0 = start_vector((d * ctx.op.gradient)[None], ctx.warm.get("preconditioned"), ctx.gen)
     res = lanczos(lambda V: d * ctx.op.matvec(d * V), v0, 1, ctx.m["tol"], ctx.m["max_iter"], ctx.gen)
     ctx.warm["preconditioned"] = res.vectors[:, 0]
@@ -174,10 +182,10 @@ def noise_kernel(ctx: Context) -> dict[str, Any]:
     """Agarwala & Pennington's noise-kernel norm 𝒦 at the run's η and b, the stochastic edge η_c (𝒦 = 1), tr Θ and
     λmax(Θ), from the NTK spectrum on the full-batch examples, scaled to the loss stepped on (:data:`NTK_SCALE`)."""
     d = ctx.Y[0].numel()
-    lam = ntk_eigenvalues(ctx.problem.model, ctx.X, ctx.params, ctx.m["chunk_size"]) * NTK_SCALE[ctx.config["loss"]](d)
+    lam = ntk_eigenvalues(ctx.problem.model, ctx.X, ctx.params, ctx.m["chunk_size"]) * NTK_SCALE[ctx.loss](d)
     n, b = len(ctx.problem.X), ctx.batch_size
     return {
-        "noise_kernel_norm": noise_kernel_norm(lam, ctx.config["optimizer"]["lr"], b, n, ctx.replace, d),
+        "noise_kernel_norm": noise_kernel_norm(lam, ctx.lr, b, n, ctx.replace, d),
         "ntk_trace": lam.sum().item(),
         "ntk_max": lam[0].item(),
         "critical_lr": critical_lr(lam, b, n, ctx.replace, d),

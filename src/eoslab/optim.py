@@ -1,4 +1,5 @@
-"""Update rules and step-size schedules, as plain functions on parameter dicts.
+"""The update rules' step factors and step-size schedules, as plain functions on parameter dicts (the rule
+objects that use them are :mod:`eoslab.rules`).
 
 One step is θ_k ← θ_k − η_k · s · g_k for every parameter tensor k, where g = ∇L_B (B the full batch for GD),
 η_k the step size of k's layer (:func:`step_sizes`) and s the rule's scale (:func:`rule_scale`):
@@ -9,6 +10,7 @@ One step is θ_k ← θ_k − η_k · s · g_k for every parameter tensor k, whe
 - ``armijo`` ("LS" in Fox's thesis: the stochastic Armijo line search of Vaswani et al. 2019, "Painless
   Stochastic Gradient", reset option 1, on the batch stepped on, here the full batch): s = η_t/lr with η_t from
   :func:`armijo_step` (constants :data:`ARMIJO`); ``lr`` is the initial step size η_{−1}.
+- ``heavy_ball``, ``nesterov``, ``rmsprop``, ``adam``: s = 1 with their own direction (:mod:`eoslab.rules`).
 
 Step-size schedules (Fox 2023, §3.3), with ``lr`` the numerator: ``constant`` η = lr; ``inv_initial_sharpness``
 η = lr/λ_0; ``inv_sharpness`` η_t = lr/λ_t; ``layerwise`` η_{i,t} = lr/λ_{i,t} for layer i. The thesis's scaled
@@ -17,22 +19,25 @@ layer-wise step 1/(c·λ_{i,t}) is ``layerwise`` with lr = 1/c.
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from torch import Tensor
 
 from eoslab.operators import Params
 
+SCALES: dict[str, Callable[[float, float, float, float], float]] = {
+    "gd": lambda grad_norm, loss, loss_offset, eps: 1.0,
+    "sgd": lambda grad_norm, loss, loss_offset, eps: 1.0,
+    "ngd": lambda grad_norm, loss, loss_offset, eps: 1.0 / max(grad_norm, eps),
+    "sqrt_gd": lambda grad_norm, loss, loss_offset, eps: 1.0 / (2.0 * math.sqrt(max(loss - loss_offset, 0.0) + eps)),
+}
+"""Rule → its scalar factor s(‖g‖, L, L*, ε) (see the module docstring); the rule objects are :mod:`eoslab.rules`."""
+
 
 def rule_scale(rule: str, grad_norm: float, loss: float, loss_offset: float = 0.0, eps: float = 1e-12) -> float:
     """The factor s multiplying η·g in one step of ``rule`` (see the module docstring)."""
-    if rule in ("gd", "sgd"):
-        return 1.0
-    if rule == "ngd":
-        return 1.0 / max(grad_norm, eps)
-    if rule == "sqrt_gd":
-        return 1.0 / (2.0 * math.sqrt(max(loss - loss_offset, 0.0) + eps))
-    raise ValueError(f"unknown update rule {rule!r}")
+    if rule not in SCALES:
+        raise ValueError(f"update rule {rule!r} has no scalar step factor; those that do: {sorted(SCALES)}")
+    return SCALES[rule](grad_norm, loss, loss_offset, eps)
 
 
 ARMIJO = {"c": 0.1, "beta": 0.9, "gamma": 2.0, "eta_max": 10.0, "max_backtracks": 100}
@@ -56,23 +61,6 @@ def armijo_step(
             break
         eta *= beta
     return eta
-
-
-def armijo_scale(
-    f: Callable[[Params, Tensor, Tensor], Tensor],
-    X: Tensor,
-    Y: Tensor,
-    params: Params,
-    grads: Params,
-    loss: float,
-    lr: float,
-    memory: dict[str, Any],
-) -> float:
-    """The ``armijo`` rule's s = η_t/lr for the loss f(θ; X, Y) of the batch stepped on; ``memory["armijo"]``
-    carries η_{t−1} between steps (lr before the first)."""
-    eta = armijo_step(lambda p: float(f(p, X, Y)), params, grads, loss, float(memory.get("armijo", lr)))
-    memory["armijo"] = eta
-    return eta / lr
 
 
 def step_sizes(

@@ -21,6 +21,10 @@ PAPERS: dict[str, str] = {
         "J. Cohen, S. Kaur, Y. Li, J. Z. Kolter & A. Talwalkar, “Gradient Descent on Neural Networks Typically Occurs "
         "at the Edge of Stability”, ICLR 2021, arXiv:2103.00065"
     ),
+    "cohen_adaptive": (
+        "J. M. Cohen, B. Ghorbani, S. Krishnan, N. Agarwal, S. Medapati, M. Badura, D. Suo, D. Cardoze, Z. Nado, "
+        "G. E. Dahl & J. Gilmer, “Adaptive Gradient Methods at the Edge of Stability”, 2022, arXiv:2207.14484"
+    ),
     "zhu": (
         "X. Zhu, Z. Wang, X. Wang, M. Zhou & R. Ge, “Understanding Edge-of-Stability Training Dynamics with a "
         "Minimalist Example”, ICLR 2023, arXiv:2210.03294"

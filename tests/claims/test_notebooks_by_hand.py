@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ("08_ngd_sqrt_loss", "f8_ngd_sqrt_loss"),
         ("03_interaction_sharpness", "f3_interaction_sharpness"),
         ("04_lssr", "f4_lssr"),
+        ("09_momentum_adaptive", "f9_momentum_adaptive"),
     ],
 )
 def test_notebook_runs_by_hand(tmp_path, monkeypatch, load_summary, notebook, figure):
