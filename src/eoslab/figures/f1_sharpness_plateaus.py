@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from eoslab.analysis import (
     batch_size_of,
@@ -406,6 +407,11 @@ def scan_panel(ax: Axes, summary: dict[str, Any], setting: str) -> None:
     edge(ax)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    etas = sorted({c["eta"] for cells in curves.values() for c in cells})
+    ax.set_xticks(etas, [f"{e:g}" for e in etas])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("second-half mean · η/2")
     ax.set_title(f"η scan, {setting}")
