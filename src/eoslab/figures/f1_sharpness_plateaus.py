@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from eoslab.analysis import (
     batch_size_of,
@@ -410,6 +410,7 @@ def scan_panel(ax: Axes, summary: dict[str, Any], setting: str) -> None:
     etas = sorted({c["eta"] for cells in curves.values() for c in cells})
     ax.set_xticks(etas, [f"{e:g}" for e in etas])
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(subs=(0.2, 0.3, 0.5, 0.7, 1.0, 1.5)))
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("learning rate η")
