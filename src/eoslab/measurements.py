@@ -170,12 +170,19 @@ def hessian_trace(ctx: Context) -> dict[str, Any]:
 
 
 def minibatch(ctx: Context) -> dict[str, Any]:
-    """MiniBS λmax(H_B) and Batch Sharpness g_BᵀH_Bg_B/‖g_B‖² of ``measure.minibatch`` fresh batches."""
+    """MiniBS λmax(H_B) and Batch Sharpness g_BᵀH_Bg_B/‖g_B‖² of ``measure.minibatch`` fresh batches, and over the
+    same batches the ratio of expectations E_B[g_BᵀH_Bg_B]/E_B[‖g_B‖²] = the ‖g_B‖²-weighted mean of the ratios
+    (no extra products; Andreyev & Beneventano's published figures use the mean of ratios, ``batch_sharpness``)."""
     X, Y = ctx.problem.X, ctx.problem.Y
     idx = sample_batches(len(X), ctx.batch_size, ctx.m["minibatch"], ctx.replace, ctx.gen)
     mb = MiniBatchHessians(ctx.problem.model, ctx.problem.loss_fn, X[idx], Y[idx], ctx.params)
     res = minibatch_eigs(mb, **ctx.solver)  # fresh batches: each starts from its own gradient
-    return {"minibatch_sharpness": res.values[:, 0], "batch_sharpness": batch_directional(mb)}
+    ratios, weights = batch_directional(mb), (mb.gradients * mb.gradients).sum(-1)
+    return {
+        "minibatch_sharpness": res.values[:, 0],
+        "batch_sharpness": ratios,
+        "batch_sharpness_of_means": ((ratios * weights).sum() / weights.sum()).item(),
+    }
 
 
 def noise_kernel(ctx: Context) -> dict[str, Any]:

@@ -43,6 +43,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "n_hvp": (("step",), "Hessian-vector products spent on FullBS", "count"),
     "minibatch_sharpness": (("step", "batch_draw"), "λmax(∇²L_B) of each mini-batch (MiniBS)", "1"),
     "batch_sharpness": (("step", "batch_draw"), "g_Bᵀ H_B g_B / ‖g_B‖² of each mini-batch", "1"),
+    "batch_sharpness_of_means": (("step",), "E_B[g_Bᵀ H_B g_B] / E_B[‖g_B‖²] over the same mini-batches", "1"),
     "directional_sharpness": (("step",), "∇Lᵀ H ∇L / ‖∇L‖² (full batch)", "1"),
     "layer_sharpness": (("step", "layer"), "λmax of the layer's Hessian block", "1"),
     "grad_norm": (("step",), "‖∇L‖ (full batch)", "1"),
