@@ -26,7 +26,8 @@ def test_both_definitions_match_dense_hessians_of_the_same_batches():
     config = validate(CONFIG)
     problem = build_problem(config)
     params = {k: p.detach() for k, p in problem.model.named_parameters()}
-    out = minibatch(Context(problem, params, config, {}, torch.Generator().manual_seed(3)))
+    ctx = Context(problem, params, config["measure"], {}, torch.Generator().manual_seed(3), train_batch_size=4)
+    out = minibatch(ctx)
     batches = sample_batches(48, 4, 5, False, torch.Generator().manual_seed(3))  # the row's first draw
     gHg, gg = [], []
     for idx in batches:
