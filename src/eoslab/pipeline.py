@@ -54,8 +54,9 @@ def _grid_name(assignment: dict[str, Any]) -> str:
 
 
 def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``,
-    validated by the family's ``command`` (default ``run``: a run config)."""
+    """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``, each
+    once per seed of ``seeds`` if given (named ``<run>-seed<k>``), validated by the family's ``command``
+    (default ``run``: a run config)."""
     variants: dict[str, dict[str, Any]] = {name: dict(over or {}) for name, over in family.get("runs", {}).items()}
     grid = family.get("grid", {})
     for values in itertools.product(*grid.values()) if grid else ():
@@ -64,6 +65,9 @@ def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for key, value in assignment.items():
             set_key(over, key, value)
         variants[_grid_name(assignment)] = over
+    seeds = family.get("seeds")
+    if seeds is not None:  # every run once per seed
+        variants = {f"{name}-seed{seed}": over | {"seed": seed} for name, over in variants.items() for seed in seeds}
     runs = {}
     for name, over in variants.items():
         config = merge(family.get("base", {}), over)
@@ -136,11 +140,72 @@ def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> 
     }
 
 
+NOTEBOOK_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "00_analytic_toys": ((), ()),
+    "01_sharpness_plateaus": (("plateaus",), ()),
+    "02_progressive_sharpening": (("plateaus", "plateaus_lr"), ()),
+    "03_interaction_sharpness": (("iir",), ()),
+    "04_lssr": (("lssr_rho", "lssr_grid"), ()),
+    "05_layerwise_eos": (
+        ("layerwise_eos", "step_schemes"),
+        ("layerwise_width", "layerwise_depth", "step_schemes_cifar10"),
+    ),
+    "06_divergence_limits": (
+        ("limits_gd", "limits_sgd", "limits_bisect_gd", "limits_bisect_sgd"),
+        ("limits_width", "limits_depth", "limits_n"),
+    ),
+    "07_stochastic_eos": (("stochastic_eos",), ()),
+    "08_ngd_sqrt_loss": (("ngd_sqrt_loss",), ()),
+}
+"""Notebook → (the roles it must be given, the roles it reads when given): the keys of its ``runs`` parameter.
+A profile's figure maps each role to one of its families (``families: {role: family}``; a list of names means
+role = family); :func:`check_roles` holds every profile to this table when it is loaded."""
+
+
+def figure_roles(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Role → family of one figure of a profile (a list of families reads each under its own name)."""
+    families = spec["families"]
+    return dict(families) if isinstance(families, Mapping) else {family: family for family in families}
+
+
+def check_roles(profile: Mapping[str, Any], where: str = "profile") -> None:
+    """``ConfigError`` naming the figure unless every figure gives its notebook exactly the roles
+    :data:`NOTEBOOK_ROLES` declares (all required ones, no unknown one) from families the profile defines, and
+    every family is read by some figure (or is the ``init.from`` source of a family that is)."""
+    read = set()
+    for figure, spec in profile["figures"].items():
+        roles = figure_roles(spec)
+        missing = sorted(set(roles.values()) - set(profile["families"]))
+        if missing:
+            raise ConfigError(f"{where}: figures.{figure}.families: {missing} are not defined under families")
+        read |= set(roles.values())
+        if spec["notebook"] not in NOTEBOOK_ROLES:
+            raise ConfigError(
+                f"{where}: figures.{figure}.notebook: {spec['notebook']!r} declares no roles "
+                "(add it to eoslab.pipeline.NOTEBOOK_ROLES)"
+            )
+        required, optional = NOTEBOOK_ROLES[spec["notebook"]]
+        absent = [r for r in required if r not in roles]
+        unknown = sorted(set(roles) - {*required, *optional})
+        if absent or unknown:
+            raise ConfigError(
+                f"{where}: figures.{figure}.families: notebook {spec['notebook']} reads the roles {list(required)}"
+                f" (optional {list(optional)}): missing {absent}, unknown {unknown}; map a role to a family with"
+                " {role: family}"
+            )
+    for family in profile["families"].values():  # a run started from another family's run reads that family
+        overrides = [family.get("base", {}), *(over or {} for over in family.get("runs", {}).values())]
+        read |= {(over.get("init") or {}).get("from", "").partition("/")[0] for over in overrides}
+    unread = sorted(set(profile["families"]) - read)
+    if unread:
+        raise ConfigError(f"{where}: families: {unread} are read by no figure")
+
+
 def figure_runs(profile: Mapping[str, Any], figure: str, root: str | Path = "data/runs") -> dict[str, list[str]]:
-    """The run files a figure reads, by family (what the Snakefile passes to the notebook)."""
+    """The run files a figure reads, by role (what the Snakefile passes to the notebook as ``runs``)."""
     return {
-        family: [str(run_file(family, name, cfg, root)) for name, cfg in family_runs(profile, family, root).items()]
-        for family in profile["figures"][figure]["families"]
+        role: [str(run_file(family, name, cfg, root)) for name, cfg in family_runs(profile, family, root).items()]
+        for role, family in figure_roles(profile["figures"][figure]).items()
     }
 
 
@@ -155,16 +220,19 @@ def repo_root(start: str | Path = ".") -> Path:
 
 def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """``config/<name>.yaml`` validated against ``config/schema.yaml`` (defaults filled), with every run config
-    expanded and validated too, so a bad profile fails before any job starts."""
+    expanded and validated too, so a bad profile fails before any job starts. A profile naming ``rehearse: <other>``
+    is that other profile with every size shrunk (:mod:`eoslab.rehearsal`)."""
     folder = repo_root(root or ".") / "config"
     path = folder / f"{name}.yaml"
     if not path.exists():
         profiles = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "schema")
         raise FileNotFoundError(f"no profile {name!r}: {path} does not exist; profiles: {profiles}")
-    profile = check(yaml.safe_load(path.read_text()), yaml.safe_load((folder / "schema.yaml").read_text()), path.name)
-    for figure, spec in profile["figures"].items():
-        missing = [f for f in spec["families"] if f not in profile["families"]]
-        if missing:
-            raise ConfigError(f"{path.name}: figures.{figure}.families: {missing} are not defined under families")
+    raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and "rehearse" in raw:  # config/rehearsal.yaml: another profile, every size shrunk
+        from eoslab.rehearsal import shrink_profile
+
+        raw = shrink_profile(raw, yaml.safe_load((folder / f"{raw['rehearse']}.yaml").read_text()))
+    profile = check(raw, yaml.safe_load((folder / "schema.yaml").read_text()), path.name)
+    check_roles(profile, path.name)
     profile_runs(profile)
     return profile
