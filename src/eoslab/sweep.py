@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from eoslab import adaptive_grid
 from eoslab.config import ConfigError, _obj, check, set_key, validate
 from eoslab.engine import build_problem, run
 from eoslab.pipeline import merge
@@ -26,7 +27,10 @@ from eoslab.runfiles import provenance, write_run
 from eoslab.store import VARIABLES
 
 SCHEMA = _obj(
-    {"grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}}},
+    {
+        "grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}},
+        "extend": {"type": "object", "description": "an adaptive axis (eoslab.adaptive_grid)"},
+    },
     ("grid",),
 )
 
@@ -55,6 +59,10 @@ def validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
     out = validate({k: v for k, v in config.items() if k != "sweep"}) | {
         "sweep": check(config["sweep"], SCHEMA, "sweep")
     }
+    if "extend" in out["sweep"]:
+        extend = out["sweep"]["extend"] = check(out["sweep"]["extend"], adaptive_grid.SCHEMA, "sweep.extend")
+        if extend["key"] not in out["sweep"]["grid"]:
+            raise ConfigError(f"sweep.extend.key: {extend['key']!r} is not a key of sweep.grid")
     for cell in cells(out):
         try:
             cell_config(out, cell)
@@ -84,12 +92,19 @@ def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: b
     started = time.perf_counter()
     points, rows, reasons = cells(config), [], []
     n = len(build_problem(cell_config(config, points[0])).X)  # examples per full-batch step
-    for i, cell in enumerate(points):
-        ds = run(cell_config(config, cell))
-        rows.append(final(ds, n))
-        reasons.append(ds.attrs["stop_reason"])
-        if not quiet:
-            print(f"cell {i + 1}/{len(points)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+    pending, rounds = list(points), 0
+    while pending:  # the grid, then its adaptive extensions (sweep.extend), if any
+        for cell in pending:
+            ds = run(cell_config(config, cell))
+            rows.append(final(ds, n))
+            reasons.append(ds.attrs["stop_reason"])
+            if not quiet:
+                print(
+                    f"cell {len(rows)}/{len(points)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True
+                )
+        extend = config["sweep"].get("extend")
+        pending = adaptive_grid.extension(extend, points, rows, rounds) if extend else []
+        points, rounds = points + pending, rounds + 1
     coords: dict[str, Any] = {"cell": np.arange(len(points)), "stop_reason": ("cell", reasons)}
     for key in config["sweep"]["grid"]:
         coords[key] = ("cell", [c[key] for c in points])
