@@ -120,7 +120,7 @@ def test_shrink_rules():
     out = shrink_family(family)
     assert out["base"]["data"] == {"name": "cifar10", "root": "data/rehearsal/cifar10", "n_train": 40}
     assert out["base"]["device"] == "cpu" and out["base"]["steps"] == 16 and out["base"]["save_params"] == [16]
-    assert out["base"]["measure"] == {"max_iter": 20, "tol": 1e-2}  # the solver's defaults, shrunk
+    assert out["base"]["measure"] == {"max_iter": 8, "tol": 1e-2}  # the solver's defaults, shrunk
     assert out["runs"] == {"w25": {"model": {"width": 8}}, "d3": {"model": {"depth": 2}}}  # w50 = w25 once shrunk
     assert out["seeds"] == [0, 2] and "resources" not in out
 

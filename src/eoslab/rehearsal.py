@@ -51,14 +51,14 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "steps": cap(16),
     "stop.examples": cap(128),
     "measure.every": cap(8),
-    "measure.early_every": cap(4),
+    "measure.early_every": cap(8),
     "measure.early_until": cap(8),
-    "measure.minibatch": cap(2),
+    "measure.minibatch": cap(1),
     "measure.batch_size": cap(8),
     "measure.subset": cap(20),
     "measure.chunk_size": cap(16),
     "measure.lssr": cap(4),
-    "measure.max_iter": cap(20),
+    "measure.max_iter": cap(8),
     "measure.tol": lambda tol: max(tol, 1e-2),
     "measure.windows": _windows,
     "checkpoint_every": cap(8),
@@ -87,6 +87,8 @@ def shrink(node: Any, path: str = "") -> Any:
         return RULES[path](node)
     if path == "sweep.grid":
         return shrink_grid(node)
+    if path == "sweep.extend":
+        return dict(node) | {"rounds": min(node.get("rounds", 1), 1)}
     if isinstance(node, Mapping):
         return {key: shrink(value, f"{path}.{key}" if path else key) for key, value in node.items()}
     return node
