@@ -16,7 +16,7 @@ from eoslab.pipeline import (
     profile_runs,
     run_file,
 )
-from eoslab.rehearsal import shrink_family, shrink_grid
+from eoslab.rehearsal import check_figure, shrink_family, shrink_grid
 
 BASE = {
     "data": {"name": "digits", "n_train": 64},
@@ -186,3 +186,14 @@ def test_profile_errors(tmp_path):
     )
     with pytest.raises(ConfigError, match="not defined"):
         load_profile("bad2", tmp_path)
+
+
+def test_rehearsal_check_flags_missing_files_and_claims_without_a_finite_number(tmp_path):
+    prefix = tmp_path / "fig"
+    assert check_figure(prefix) == [f"{prefix}.{ext}: missing or empty" for ext in ("pdf", "png", "json")]
+    for ext in ("pdf", "png"):
+        Path(f"{prefix}.{ext}").write_bytes(b"x")
+    Path(f"{prefix}.json").write_text('{"claims": [{"claim": "a", "value": [NaN, null], "passed": false}]}')
+    assert check_figure(prefix) == [f"{prefix}.json: no claim has a finite number"]
+    Path(f"{prefix}.json").write_text('{"claims": [{"claim": "a", "value": [NaN, 0.5], "passed": true}]}')
+    assert check_figure(prefix) == []
