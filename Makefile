@@ -9,7 +9,7 @@ CORES ?= all
 export PATH := $(BIN):$(PATH)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: figures test lint unit smoke claims bench lab clean
+.PHONY: figures test lint unit smoke claims rehearsal bench lab clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "make: creating $(VENV) and installing eoslab with torch, the notebook stack and the test tools (a few minutes, once)"
@@ -27,7 +27,7 @@ figures: $(VENV)/.installed  ## every figure of the profile (default: embedded d
 	  '{ ! python -m eoslab.snakelock || snakemake --unlock --config profile=$(PROFILE) > /dev/null; } && \
 	   snakemake --cores $(CORES) all --config profile=$(PROFILE) --rerun-incomplete'
 
-test: lint unit smoke claims  ## what CI runs
+test: lint unit smoke claims rehearsal  ## what CI runs
 
 lint: $(VENV)/.installed
 	ruff check .
@@ -41,6 +41,11 @@ smoke: $(VENV)/.installed  ## the whole DAG on reduced data
 
 claims: $(VENV)/.installed  ## the papers' claims, asserted on the smoke outputs
 	pytest -m claims
+
+rehearsal: $(VENV)/.installed  ## the paper DAG, every size shrunk, on CIFAR-10/MNIST-format files it writes itself
+	python -m eoslab.rehearsal data
+	snakemake --cores 2 all --config profile=rehearsal --quiet rules
+	python -m eoslab.rehearsal check
 
 bench: $(VENV)/.installed  ## eoslab against PyHessian, hessian-eigenthings, SciPy (~15 min)
 	python benchmarks/sharpness_vs_peers.py

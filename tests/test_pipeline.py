@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 from eoslab.config import ConfigError, config_hash
-from eoslab.pipeline import expand_family, figure_runs, load_profile, merge, profile_runs, run_file
+from eoslab.pipeline import (
+    NOTEBOOK_ROLES,
+    check_roles,
+    expand_family,
+    family_runs,
+    figure_roles,
+    figure_runs,
+    load_profile,
+    merge,
+    profile_runs,
+    run_file,
+)
+from eoslab.rehearsal import check_figure, shrink_family, shrink_grid
 
 BASE = {
     "data": {"name": "digits", "n_train": 64},
@@ -51,13 +63,123 @@ def test_bad_run_in_a_family_fails_with_the_key():
         expand_family({"base": BASE, "runs": {"a": {"optimizer": {"lr": -1}}}})
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+PROFILES = ["smoke", "default", "paper", "rehearsal"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
 def test_shipped_profiles_validate(name):
     profile = load_profile(name)
     files = profile_runs(profile)
     assert files and all(str(f).startswith("data/runs/") for f in files)
     for figure in profile["figures"]:
         assert all(f in {str(p) for p in files} for fs in figure_runs(profile, figure).values() for f in fs)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_figure_gets_exactly_the_roles_its_notebook_reads(name):
+    """The figure-input contract: the keys of a notebook's ``runs`` are its declared roles, whatever the families
+    that fill them are called (paper: the CNN figure reads family plateaus_cnn as role plateaus)."""
+    profile = load_profile(name)
+    for figure, spec in profile["figures"].items():
+        required, optional = NOTEBOOK_ROLES[spec["notebook"]]
+        roles = set(figure_runs(profile, figure))
+        assert set(required) <= roles <= {*required, *optional}, figure
+    if name in ("paper", "rehearsal"):
+        assert figure_roles(profile["figures"]["f1_sharpness_plateaus_cnn"]) == {"plateaus": ["plateaus_cnn"]}
+    if name in ("smoke", "default"):  # one role read from several families: the η scan's, one family per η
+        scans = figure_roles(profile["figures"]["f1_sharpness_plateaus"])["scan_mnist1d"]
+        files = figure_runs(profile, "f1_sharpness_plateaus")["scan_mnist1d"]
+        assert len(scans) >= 4 and len(files) == sum(len(family_runs(profile, f)) for f in scans)
+
+
+def test_the_rehearsal_is_the_paper_profile_shrunk():
+    paper, rehearsal = load_profile("paper"), load_profile("rehearsal")
+    assert (
+        rehearsal["figures"].keys() == paper["figures"].keys()
+        and rehearsal["families"].keys() == paper["families"].keys()
+    )
+    assert {f: s["notebook"] for f, s in rehearsal["figures"].items()} == {
+        f: s["notebook"] for f, s in paper["figures"].items()
+    }
+    assert {f: s["command"] for f, s in rehearsal["families"].items()} == {
+        f: s["command"] for f, s in paper["families"].items()
+    }
+    assert all(c["device"] == "cpu" and c["steps"] <= 16 for c in profile_runs(rehearsal).values())
+    (config,) = [c for p, c in profile_runs(rehearsal).items() if p.parent.name == "ngd_sqrt_loss" and "sqrt" in p.name]
+    assert config["init"]["step"] == 16 and config["init"]["file"].startswith("data/runs/ngd_pretrain/gd-")
+
+
+def test_shrink_rules():
+    assert shrink_grid({"optimizer.batch_size": [8, 16, 64, 4096], "model.activation": ["relu", "tanh", "linear"]}) == {
+        "optimizer.batch_size": [8, 32],
+        "model.activation": ["relu", "tanh", "linear"],
+    }
+    family = {
+        "base": {
+            "device": "cuda",
+            "data": {"name": "cifar10", "root": "data/cifar10", "n_train": 5000},
+            "steps": 5000,
+            "model": {"name": "mlp", "width": 512, "depth": 1},
+            "save_params": [5000],
+        },
+        "runs": {"w25": {"model": {"width": 25}}, "w50": {"model": {"width": 50}}, "d3": {"model": {"depth": 3}}},
+        "seeds": [0, 1, 2],
+        "resources": {"runtime": 2880},
+    }
+    out = shrink_family(family)
+    assert out["base"]["data"] == {"name": "cifar10", "root": "data/rehearsal/cifar10", "n_train": 40}
+    assert out["base"]["device"] == "cpu" and out["base"]["steps"] == 16 and out["base"]["save_params"] == [16]
+    assert out["base"]["measure"] == {"max_iter": 8, "tol": 1e-2}  # the solver's defaults, shrunk
+    assert out["runs"] == {"w25": {"model": {"width": 8}}, "d3": {"model": {"depth": 2}}}  # w50 = w25 once shrunk
+    assert out["seeds"] == [0, 2] and "resources" not in out
+
+
+def test_seeds_repeat_every_run():
+    runs = expand_family({"base": BASE, "runs": {"a": None}, "grid": {"optimizer.lr": [0.1]}, "seeds": [3, 4]})
+    assert list(runs) == ["a-seed3", "a-seed4", "lr0.1-seed3", "lr0.1-seed4"]
+    assert [r["seed"] for r in runs.values()] == [3, 4, 3, 4]
+
+
+ROLE_PROFILE = {
+    "families": {"a": {"runs": {"x": None}}, "b": {"runs": {"x": None}}},
+    "figures": {"f": {"notebook": "01_sharpness_plateaus", "families": {"plateaus": "a"}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("figures", "message"),
+    [
+        (
+            {"f": {"notebook": "01_sharpness_plateaus", "families": ["a"]}},
+            r"p\.yaml: figures\.f\.families: notebook 01_sharpness_plateaus reads the roles \['plateaus'\] "
+            r"\(optional \['scan_mnist1d', 'scan_digits'\]\): missing \['plateaus'\], unknown \['a'\]; map a role to a "
+            r"family with \{role: family\}",
+        ),
+        (
+            {"f": {"notebook": "09_new", "families": ["a"]}},
+            r"p\.yaml: figures\.f\.notebook: '09_new' declares no roles \(add it to eoslab\.pipeline\.NOTEBOOK_ROLES\)",
+        ),
+        (
+            {"f": {"notebook": "01_sharpness_plateaus", "families": {"plateaus": "c"}}},
+            r"p\.yaml: figures\.f\.families: \['c'\] are not defined under families",
+        ),
+        (
+            {"f": {"notebook": "01_sharpness_plateaus", "families": {"plateaus": "a"}}},
+            r"p\.yaml: families: \['b'\] are read by no figure",
+        ),
+    ],
+)
+def test_role_contract_errors_name_the_figure(figures, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        check_roles(ROLE_PROFILE | {"figures": figures}, "p.yaml")
+
+
+def test_a_source_family_counts_as_read():
+    profile = {
+        "families": {"a": {"runs": {"x": {"init": {"from": "pre/gd", "step": 1}}}}, "pre": {"runs": {"gd": None}}},
+        "figures": {"f": {"notebook": "01_sharpness_plateaus", "families": {"plateaus": "a"}}},
+    }
+    check_roles(profile)
 
 
 def test_profile_errors(tmp_path):
@@ -99,3 +221,14 @@ def test_an_unchanged_profile_loads_from_its_memo_without_torch(tmp_path):
     )
     with pytest.raises(ConfigError, match="steps"):
         load_profile("smoke", tmp_path)
+
+
+def test_rehearsal_check_flags_missing_files_and_claims_without_a_finite_number(tmp_path):
+    prefix = tmp_path / "fig"
+    assert check_figure(prefix) == [f"{prefix}.{ext}: missing or empty" for ext in ("pdf", "png", "json")]
+    for ext in ("pdf", "png"):
+        Path(f"{prefix}.{ext}").write_bytes(b"x")
+    Path(f"{prefix}.json").write_text('{"claims": [{"claim": "a", "value": [NaN, null], "passed": false}]}')
+    assert check_figure(prefix) == [f"{prefix}.json: no claim has a finite number"]
+    Path(f"{prefix}.json").write_text('{"claims": [{"claim": "a", "value": [NaN, 0.5], "passed": true}]}')
+    assert check_figure(prefix) == []

@@ -65,8 +65,9 @@ def family_key(family: Mapping[str, Any]) -> str:
 
 
 def expand_family(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``,
-    validated by the family's ``command`` (default ``run``: a run config). Memoised in :data:`VALIDATED`."""
+    """Run name → validated config for one family: the named ``runs`` plus one run per point of ``grid``, each
+    once per seed of ``seeds`` if given (named ``<run>-seed<k>``), validated by the family's ``command``
+    (default ``run``: a run config). Memoised in :data:`VALIDATED`."""
     key = family_key(family)
     if key not in VALIDATED:
         VALIDATED[key] = _expand(family)
@@ -82,6 +83,9 @@ def _expand(family: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for key, value in assignment.items():
             set_key(over, key, value)
         variants[_grid_name(assignment)] = over
+    seeds = family.get("seeds")
+    if seeds is not None:  # every run once per seed
+        variants = {f"{name}-seed{seed}": over | {"seed": seed} for name, over in variants.items() for seed in seeds}
     runs = {}
     for name, over in variants.items():
         config = merge(family.get("base", {}), over)
@@ -198,11 +202,81 @@ def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> 
     }
 
 
+NOTEBOOK_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "00_analytic_toys": ((), ()),
+    "01_sharpness_plateaus": (("plateaus",), ("scan_mnist1d", "scan_digits")),
+    "02_progressive_sharpening": (("plateaus", "plateaus_lr"), ()),
+    "03_interaction_sharpness": (("iir",), ()),
+    "04_lssr": (("lssr_rho", "lssr_grid"), ()),
+    "05_layerwise_eos": (
+        ("layerwise_eos", "step_schemes"),
+        ("layerwise_width", "layerwise_depth", "step_schemes_cifar10"),
+    ),
+    "06_divergence_limits": (
+        ("limits_gd", "limits_sgd", "limits_bisect_gd", "limits_bisect_sgd"),
+        ("limits_width", "limits_depth", "limits_n"),
+    ),
+    "07_stochastic_eos": (("stochastic_eos",), ()),
+    "08_ngd_sqrt_loss": (("ngd_sqrt_loss",), ()),
+    "09_momentum_adaptive": (("momentum_adaptive",), ()),
+}
+"""Notebook → (the roles it must be given, the roles it reads when given): the keys of its ``runs`` parameter.
+A profile's figure maps each role to one of its families (``families: {role: family}``; a list of names means
+role = family); :func:`check_roles` holds every profile to this table when it is loaded."""
+
+
+def figure_roles(spec: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Role → the families one figure of a profile reads under it (a list of families reads each under its own
+    name; a mapping gives a role one family or several, whose runs it reads together)."""
+    families = spec["families"]
+    if not isinstance(families, Mapping):
+        return {family: [family] for family in families}
+    return {role: [family] if isinstance(family, str) else list(family) for role, family in families.items()}
+
+
+def check_roles(profile: Mapping[str, Any], where: str = "profile") -> None:
+    """``ConfigError`` naming the figure unless every figure gives its notebook exactly the roles
+    :data:`NOTEBOOK_ROLES` declares (all required ones, no unknown one) from families the profile defines, and
+    every family is read by some figure (or is the ``init.from`` source of a family that is)."""
+    read = set()
+    for figure, spec in profile["figures"].items():
+        roles = figure_roles(spec)
+        named = {family for families in roles.values() for family in families}
+        missing = sorted(named - set(profile["families"]))
+        if missing:
+            raise ConfigError(f"{where}: figures.{figure}.families: {missing} are not defined under families")
+        read |= named
+        if spec["notebook"] not in NOTEBOOK_ROLES:
+            raise ConfigError(
+                f"{where}: figures.{figure}.notebook: {spec['notebook']!r} declares no roles "
+                "(add it to eoslab.pipeline.NOTEBOOK_ROLES)"
+            )
+        required, optional = NOTEBOOK_ROLES[spec["notebook"]]
+        absent = [r for r in required if r not in roles]
+        unknown = sorted(set(roles) - {*required, *optional})
+        if absent or unknown:
+            raise ConfigError(
+                f"{where}: figures.{figure}.families: notebook {spec['notebook']} reads the roles {list(required)}"
+                f" (optional {list(optional)}): missing {absent}, unknown {unknown}; map a role to a family with"
+                " {role: family}"
+            )
+    for family in profile["families"].values():  # a run started from another family's run reads that family
+        overrides = [family.get("base", {}), *(over or {} for over in family.get("runs", {}).values())]
+        read |= {(over.get("init") or {}).get("from", "").partition("/")[0] for over in overrides}
+    unread = sorted(set(profile["families"]) - read)
+    if unread:
+        raise ConfigError(f"{where}: families: {unread} are read by no figure")
+
+
 def figure_runs(profile: Mapping[str, Any], figure: str, root: str | Path = "data/runs") -> dict[str, list[str]]:
-    """The run files a figure reads, by family (what the Snakefile passes to the notebook)."""
+    """The run files a figure reads, by role (what the Snakefile passes to the notebook as ``runs``)."""
     return {
-        family: [str(run_file(family, name, cfg, root)) for name, cfg in family_runs(profile, family, root).items()]
-        for family in profile["figures"][figure]["families"]
+        role: [
+            str(run_file(family, name, cfg, root))
+            for family in families
+            for name, cfg in family_runs(profile, family, root).items()
+        ]
+        for role, families in figure_roles(profile["figures"][figure]).items()
     }
 
 
@@ -217,10 +291,11 @@ def repo_root(start: str | Path = ".") -> Path:
 
 def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """``config/<name>.yaml`` validated against ``config/schema.yaml`` (defaults filled), with every run config
-    expanded and validated too, so a bad profile fails before any job starts.
+    expanded and validated too, so a bad profile fails before any job starts. A profile naming ``rehearse: <other>``
+    is that other profile with every size shrunk (:mod:`eoslab.rehearsal`).
 
     The result and every family's validated runs are kept in ``.snakemake/eoslab/profile-<name>.json``, keyed by
-    the profile's and the schema's text and the package's sources: loading an unchanged profile again (every DAG
+    the profiles' and the schema's text and the package's sources: loading an unchanged profile again (every DAG
     parse, and on SLURM every job) reads that file and validates nothing."""
     top = repo_root(root or ".")
     folder = top / "config"
@@ -229,17 +304,21 @@ def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
         profiles = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "schema")
         raise FileNotFoundError(f"no profile {name!r}: {path} does not exist; profiles: {profiles}")
     text, schema = path.read_text(), (folder / "schema.yaml").read_text()
-    key = hashlib.sha256(f"{source_digest()}\0{text}\0{schema}".encode()).hexdigest()
+    raw = parse_yaml(text, path.name)
+    rehearsed = raw.get("rehearse") if isinstance(raw, dict) else None  # config/rehearsal.yaml: another profile
+    other = (folder / f"{rehearsed}.yaml").read_text() if rehearsed else ""
+    key = hashlib.sha256(f"{source_digest()}\0{text}\0{other}\0{schema}".encode()).hexdigest()
     memo = top / ".snakemake" / "eoslab" / f"profile-{name}.json"
     saved = _read_json(memo)
     if saved.get("key") == key:
         VALIDATED.update(saved["validated"])
         return saved["profile"]
-    profile = check(parse_yaml(text, path.name), parse_yaml(schema, "schema.yaml"), path.name)
-    for figure, spec in profile["figures"].items():
-        missing = [f for f in spec["families"] if f not in profile["families"]]
-        if missing:
-            raise ConfigError(f"{path.name}: figures.{figure}.families: {missing} are not defined under families")
+    if rehearsed:  # every size shrunk
+        from eoslab.rehearsal import shrink_profile
+
+        raw = shrink_profile(raw, parse_yaml(other, f"{rehearsed}.yaml"))
+    profile = check(raw, parse_yaml(schema, "schema.yaml"), path.name)
+    check_roles(profile, path.name)
     profile_runs(profile)
     validated = {k: VALIDATED[k] for k in map(family_key, profile["families"].values())}
     _write_json(memo, {"key": key, "profile": profile, "validated": validated})

@@ -70,7 +70,7 @@ def deviations(summary: dict[str, Any], doc: Path) -> list[str]:
 def section(path: Path, profile: str, root: Path) -> tuple[str, str]:
     """(summary-table row, section) of one figure JSON."""
     summary = json.loads(path.read_text())
-    figure = summary.get("figure", path.stem)
+    figure = path.stem  # the profile's figure (two figures may share a notebook and its JSON's "figure")
     papers = summary.get("paper") or []
     papers = [papers] if isinstance(papers, str) else papers
     claims = summary.get("claims", [])
@@ -81,10 +81,10 @@ def section(path: Path, profile: str, root: Path) -> tuple[str, str]:
     row = f'<tr><td><a href="#{figure}">{figure}</a></td><td class="{cls}">{status}</td></tr>'
     e = html.escape
     notebook = f"../../results/{profile}/notebooks/{figure}.ipynb"
-    doc = root / "docs" / f"{figure}.md"
+    doc = root / "docs" / f"{summary.get('figure', figure)}.md"
     links = [f'<a href="{figure}.pdf">PDF</a>', f'<a href="{notebook}">executed notebook</a>']
     if doc.exists():
-        links.append(f'<a href="../../docs/{figure}.md">docs</a>')
+        links.append(f'<a href="../../docs/{doc.name}">docs</a>')
     parts = [
         f'<h2 id="{figure}">{e(figure)}</h2>',
         "".join(f'<p class="paper">{e(p)}</p>' for p in papers) or '<p class="paper">(no paper in the JSON)</p>',

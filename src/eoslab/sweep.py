@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from eoslab import adaptive_grid
 from eoslab.config import ConfigError, _obj, check, digest, set_key, validate
 from eoslab.engine import build_problem, run
 from eoslab.pipeline import merge
@@ -28,7 +29,10 @@ from eoslab.runfiles import Interrupted, RunFiles, caught_signals, claimed, prov
 from eoslab.store import VARIABLES, is_intact, open_run
 
 SCHEMA = _obj(
-    {"grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}}},
+    {
+        "grid": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "array", "minItems": 1}},
+        "extend": {"type": "object", "description": "an adaptive axis (eoslab.adaptive_grid)"},
+    },
     ("grid",),
 )
 
@@ -57,6 +61,10 @@ def validate_sweep(config: Mapping[str, Any]) -> dict[str, Any]:
     out = validate({k: v for k, v in config.items() if k != "sweep"}) | {
         "sweep": check(config["sweep"], SCHEMA, "sweep")
     }
+    if "extend" in out["sweep"]:
+        extend = out["sweep"]["extend"] = check(out["sweep"]["extend"], adaptive_grid.SCHEMA, "sweep.extend")
+        if extend["key"] not in out["sweep"]["grid"]:
+            raise ConfigError(f"sweep.extend.key: {extend['key']!r} is not a key of sweep.grid")
     for cell in cells(out):
         try:
             cell_config(out, cell)
@@ -94,10 +102,14 @@ def final(ds: xr.Dataset, n: int) -> dict[str, Any]:
 
 
 def _dataset(
-    config: dict[str, Any], rows: list[dict[str, Any]], reasons: list[str], wall: float, status: str
+    config: dict[str, Any],
+    points: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    reasons: list[str],
+    wall: float,
+    status: str,
 ) -> xr.Dataset:
-    """The sweep's Dataset of its first ``len(rows)`` cells."""
-    points = cells(config)[: len(rows)]
+    """The sweep's Dataset of its cells ``points`` with their finished ``rows`` (as many)."""
     coords: dict[str, Any] = {"cell": np.arange(len(points)), "stop_reason": ("cell", reasons)}
     for key in config["sweep"]["grid"]:
         coords[key] = ("cell", [c[key] for c in points])
@@ -140,26 +152,36 @@ def run_sweep(config: Mapping[str, Any], out: str | Path | None = None, quiet: b
 
 
 def _run_cells(config: dict[str, Any], files: RunFiles, quiet: bool, received: list[int]) -> xr.Dataset:
-    points = cells(config)
+    """The grid, then its adaptive extensions (``sweep.extend``, :mod:`eoslab.adaptive_grid`), skipping the cells an
+    interrupted sweep finished: an extension depends only on the rows before it, so it is the same on resuming."""
     rows, reasons, wall = _finished_cells(files, digest(config))
     started = time.perf_counter() - wall
-    n = len(build_problem(cell_config(config, points[0])).X)  # examples per full-batch step
-    for i in range(len(rows), len(points)):
-        ds = run(cell_config(config, points[i]))
-        rows.append(final(ds, n))
-        reasons.append(ds.attrs["stop_reason"])
-        if not quiet:
-            print(f"cell {i + 1}/{len(points)} {points[i]}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
-        if files.out is not None and i + 1 < len(points):
-            write_run(_dataset(config, rows, reasons, time.perf_counter() - started, "running"), files.partial)
-        if received and i + 1 < len(points):
-            name = signal.Signals(received[0]).name
-            raise Interrupted(
-                received[0],
-                f"{name} after cell {i + 1}/{len(points)}: saved {files.partial}; "
-                "the same command resumes from the next cell",
-            )
-    ds = _dataset(config, rows, reasons, time.perf_counter() - started, "complete")
+    points, pending, rounds, done = [], cells(config), 0, len(rows)
+    n = len(build_problem(cell_config(config, pending[0])).X)  # examples per full-batch step
+    extend = config["sweep"].get("extend")
+    while pending:
+        for cell in pending:
+            points.append(cell)
+            if len(points) <= done:
+                continue
+            ds = run(cell_config(config, cell))
+            rows.append(final(ds, n))
+            reasons.append(ds.attrs["stop_reason"])
+            if not quiet:
+                print(f"cell {len(rows)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+            if files.out is not None:
+                partial = _dataset(config, points, rows, reasons, time.perf_counter() - started, "running")
+                write_run(partial, files.partial)
+            if received:
+                name = signal.Signals(received[0]).name
+                raise Interrupted(
+                    received[0],
+                    f"{name} after cell {len(rows)}: saved {files.partial}; the same command resumes from the next "
+                    "cell",
+                )
+        pending = adaptive_grid.extension(extend, points, rows, rounds) if extend else []
+        rounds += 1
+    ds = _dataset(config, points, rows, reasons, time.perf_counter() - started, "complete")
     if files.out is not None:
         write_run(ds, files.out)
         files.finish()

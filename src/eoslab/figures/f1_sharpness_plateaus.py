@@ -101,9 +101,9 @@ PINNED_SLOPE = 0.1
 
 
 def scan_files(runs: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """setting → the run files of its scan families (``scan_<setting>_lr<η>``), for the settings the profile runs."""
-    files = {s: [f for family, fs in runs.items() if family.startswith(f"scan_{s}_") for f in fs] for s in SETTINGS}
-    return {s: fs for s, fs in files.items() if fs}
+    """setting → the run files of its η scan (the notebook's role ``scan_<setting>``, to which the profile maps the
+    families ``scan_<setting>_lr<η>``), for the settings the profile runs."""
+    return {s: runs[f"scan_{s}"] for s in SETTINGS if runs.get(f"scan_{s}")}
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
