@@ -160,6 +160,7 @@ def _run_cells(config: dict[str, Any], files: RunFiles, quiet: bool, received: l
     n = len(build_problem(cell_config(config, pending[0])).X)  # examples per full-batch step
     extend = config["sweep"].get("extend")
     while pending:
+        known = len(points) + len(pending)  # cells so far (an extension may add more)
         for cell in pending:
             points.append(cell)
             if len(points) <= done:
@@ -168,7 +169,7 @@ def _run_cells(config: dict[str, Any], files: RunFiles, quiet: bool, received: l
             rows.append(final(ds, n))
             reasons.append(ds.attrs["stop_reason"])
             if not quiet:
-                print(f"cell {len(rows)} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
+                print(f"cell {len(rows)}/{known} {cell}: {reasons[-1]} at step {rows[-1]['stop_step']}", flush=True)
             if files.out is not None:
                 partial = _dataset(config, points, rows, reasons, time.perf_counter() - started, "running")
                 write_run(partial, files.partial)
