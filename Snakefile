@@ -30,7 +30,7 @@ P = load_profile(PROFILE, workflow.basedir)
 RUNS = {str(path): run for path, run in profile_runs(P).items()}
 FIGURES = P["figures"]
 PYTHON = shlex.quote(sys.executable)  # the interpreter running Snakemake: .venv/bin/snakemake works unactivated
-for broken in set_aside_broken(RUNS, memo=".snakemake/eoslab/intact.json"):
+for broken in set_aside_broken(RUNS, memo=f".snakemake/eoslab/intact-{PROFILE}.json"):
     print(f"eoslab: {broken} is unreadable, corrupt or unfinished: moved to {broken}.corrupt, it will be remade",
           file=sys.stderr)
 
