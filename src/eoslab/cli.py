@@ -136,6 +136,9 @@ def _main(args: argparse.Namespace) -> int:
         check_out(args.out)  # a folder, FIFO or device is refused before any compute
         if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
             raise ConfigError(f"--threads: {args.threads} is not a number of threads in [1, {MAX_THREADS}]")
+        from eoslab.allocator import keep_freed_memory
+
+        keep_freed_memory()
         import torch
 
         if args.threads is not None:

@@ -154,8 +154,8 @@ def short_lanczos(
     stop = StoppingRule(tol, criterion)
     for j in range(steps):
         w = matvec(q).to(q.dtype)
-        alphas.append((q * w).sum(-1))
-        w = w - alphas[-1][:, None] * q - beta_prev[:, None] * q_prev
+        alphas.append(torch.linalg.vecdot(q, w))
+        w = torch.addcmul(w, alphas[-1][:, None], q, value=-1).addcmul_(beta_prev[:, None], q_prev, value=-1)
         beta = w.norm(dim=-1)
         theta, S, top, residuals, errors = ritz_bounds(alphas, betas, beta, 1, criterion)
         errors, done = stop(top, errors)
