@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 PROFILE ?= default
 CORES ?= all
+# pytest processes (pytest-xdist) for the unit and claim tests: CI's 2 cores
+TEST_WORKERS ?= 2
 export PATH := $(BIN):$(PATH)
 export OPENBLAS_NUM_THREADS ?= 1
 
@@ -34,13 +36,13 @@ lint: $(VENV)/.installed
 	ruff format --check .
 
 unit: $(VENV)/.installed
-	pytest -m "not claims"
+	pytest -n $(TEST_WORKERS) -m "not claims"
 
 smoke: $(VENV)/.installed  ## the whole DAG on reduced data
 	snakemake --cores 2 all --config profile=smoke --quiet rules
 
 claims: $(VENV)/.installed  ## the papers' claims, asserted on the smoke outputs
-	pytest -m claims
+	pytest -n $(TEST_WORKERS) -m claims
 
 rehearsal: $(VENV)/.installed  ## the paper DAG, every size shrunk, on CIFAR-10/MNIST-format files it writes itself
 	python -m eoslab.rehearsal data
