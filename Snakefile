@@ -7,6 +7,9 @@
 # The figures, their notebooks and their runs are listed in config/<profile>.yaml; this file only wires them:
 #   run     data/runs/<family>/<name>-<config hash>.nc   one job per file (`eoslab <family command>`, default run);
 #           a run started from another run's saved parameters (init.from) has that run's file as its input
+#   batch_<family>  the same files, for a family the profile's `batch` names: one job makes them all in turn
+#           (`eoslab batch`), so a job's start-up (Python, torch, xarray: ~4 CPU s) is paid once for its many short
+#           runs; the run rule does not match them. A killed batch job reruns whole (its runs are short by design).
 #   figure  figures/<profile>/<figure>.{pdf,png,json}    papermill runs notebooks/<NN_name>.ipynb on the run files
 #   report  figures/<profile>/index.html                 every figure, its paper and claims (eoslab.report)
 # Jobs declare threads and resources and share nothing but files, so `--executor slurm` runs the same DAG.
@@ -23,11 +26,22 @@ import json
 import shlex
 import sys
 
-from eoslab.pipeline import figure_runs, load_profile, profile_runs, runtime_request, set_aside_broken
+from eoslab.pipeline import (
+    batch_jobs,
+    batch_runtime_request,
+    family_pattern,
+    family_resource,
+    figure_runs,
+    load_profile,
+    profile_runs,
+    runtime_request,
+    set_aside_broken,
+)
 
 PROFILE = config.get("profile", "default")
 P = load_profile(PROFILE, workflow.basedir)
 RUNS = {str(path): run for path, run in profile_runs(P).items()}
+BATCHES = batch_jobs(P)  # batched family -> its files (outputs), inputs and `eoslab batch` items
 FIGURES = P["figures"]
 PYTHON = shlex.quote(sys.executable)  # the interpreter running Snakemake: .venv/bin/snakemake works unactivated
 for broken in set_aside_broken(RUNS, memo=f".snakemake/eoslab/intact-{PROFILE}.json"):
@@ -49,14 +63,19 @@ def run_command(wc):
 
 
 def run_resources(wc, key):
-    family = P["families"][wc.family]
-    return family.get("resources", {}).get(key, P["resources"][key])
+    return family_resource(P, wc.family, key)
 
 
 def run_runtime(wc):
     """The profile's runtime (minutes) with headroom, or what an interrupted attempt measured (pipeline)."""
     out = f"data/runs/{wc.family}/{wc.run}.nc"
     return runtime_request(run_resources(wc, "runtime"), out, RUNS[out]["steps"])
+
+
+def batch_runtime(family):
+    """As run_runtime, the needs of the family's runs summed (pipeline.batch_runtime_request)."""
+    files = BATCHES[family]["files"]
+    return batch_runtime_request(family_resource(P, family, "runtime"), {out: RUNS[out]["steps"] for out in files})
 
 
 def notebook_params(wc):
@@ -87,6 +106,8 @@ rule run:
         run_inputs,
     output:
         "data/runs/{family}/{run}.nc",
+    wildcard_constraints:
+        family=family_pattern(BATCHES),  # not a batched family's files: their batch job makes them
     params:
         command=run_command,
         config=lambda wc: shlex.quote(json.dumps(run_config(wc))),
@@ -100,6 +121,29 @@ rule run:
         "logs/benchmarks/runs/{family}/{run}.tsv"
     shell:
         "{PYTHON} -m eoslab.cli {params.command} --json {params.config} --out {output} --threads {threads} --quiet 2> {log}"
+
+
+for family, job in BATCHES.items():  # values reach the rule through strings and default arguments, not late binding
+
+    rule:
+        name:
+            f"batch_{family}"
+        input:
+            job["inputs"],
+        output:
+            job["files"],
+        params:
+            batch_items=shlex.quote(json.dumps(job["items"])),
+        threads: P["threads"]
+        resources:
+            mem_mb=family_resource(P, family, "mem_mb"),
+            runtime=lambda wc, family=family: batch_runtime(family),
+        log:
+            f"logs/batches/{family}.log",
+        benchmark:
+            f"logs/benchmarks/batches/{family}.tsv"
+        shell:
+            "{PYTHON} -m eoslab.cli batch --json {params.batch_items} --threads {threads} --quiet 2> {log}"
 
 
 rule figure:

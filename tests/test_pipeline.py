@@ -1,6 +1,7 @@
 """Profiles expand into validated run configs with stable, config-addressed file names."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -8,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
+import eoslab.pipeline
 from eoslab.config import ConfigError, config_hash
 from eoslab.pipeline import (
     NOTEBOOK_ROLES,
+    batch_jobs,
+    batch_runtime_request,
+    batched_families,
+    check_batch,
     check_roles,
     expand_family,
+    family_pattern,
     family_runs,
     figure_roles,
     figure_runs,
@@ -232,3 +239,76 @@ def test_rehearsal_check_flags_missing_files_and_claims_without_a_finite_number(
     assert check_figure(prefix) == [f"{prefix}.json: no claim has a finite number"]
     Path(f"{prefix}.json").write_text('{"claims": [{"claim": "a", "value": [NaN, 0.5], "passed": true}]}')
     assert check_figure(prefix) == []
+
+
+BATCH_PROFILE = {
+    "families": {
+        "pre": {"command": "run", "base": {**BASE, "save_params": [10]}, "runs": {"gd": None}},
+        "scan_lr0.1": {
+            "command": "run",
+            "base": BASE,
+            "runs": {"warm": {"init": {"from": "pre/gd", "step": 10}}},
+            "grid": {"optimizer.lr": [0.1, 0.2]},
+        },
+    },
+    "batch": ["scan_lr0.1"],
+}
+
+
+def test_a_batched_family_is_one_job_making_all_its_files():
+    """The batch job of a family: every file of it as outputs, the other families' files its runs start from as
+    inputs, and `eoslab batch` items that are the family's validated configs; the per-file run rule matches every
+    other family's files and none of its."""
+    jobs = batch_jobs(BATCH_PROFILE)
+    runs = family_runs(BATCH_PROFILE, "scan_lr0.1")
+    files = [str(run_file("scan_lr0.1", name, config)) for name, config in runs.items()]
+    (pre,) = [str(run_file("pre", name, config)) for name, config in family_runs(BATCH_PROFILE, "pre").items()]
+    assert list(jobs) == ["scan_lr0.1"] and len(files) == 3
+    assert jobs["scan_lr0.1"] == {
+        "files": files,
+        "inputs": [pre],
+        "items": [{"command": "run", "config": c, "out": f} for f, c in zip(files, runs.values(), strict=True)],
+    }
+    rule = re.compile(rf"data/runs/(?P<family>{family_pattern(jobs)})/(?P<run>.+)\.nc")  # as Snakemake matches
+    assert rule.fullmatch(pre) and not any(rule.fullmatch(f) for f in files)
+    assert rule.fullmatch(files[0].replace("scan_lr0.1", "scan_lr0x1"))  # the dot is escaped
+    assert batch_jobs(BATCH_PROFILE | {"batch": "all"}).keys() == {"pre", "scan_lr0.1"}
+    assert batch_jobs({k: v for k, v in BATCH_PROFILE.items() if k != "batch"}) == {}
+
+
+def test_a_batch_too_long_for_a_command_line_is_refused(monkeypatch):
+    monkeypatch.setattr(eoslab.pipeline, "MAX_BATCH_BYTES", 1000)
+    with pytest.raises(ConfigError, match=r"^batch: scan_lr0\.1: its 3 runs are \d+ bytes of JSON"):
+        batch_jobs(BATCH_PROFILE)
+
+
+def test_a_batch_job_asks_for_its_runs_time_and_the_wrappers_once(tmp_path):
+    runs = {str(tmp_path / f"{k}.nc"): 1000 for k in range(3)}
+    assert batch_runtime_request(10, runs) == 38 + 5 + 2  # ceil(1.25 × 30) + SIGNAL_LEAD_MIN + job wrapper
+
+
+def test_batch_names_defined_families(tmp_path):
+    check_batch(BATCH_PROFILE, "p.yaml")
+    with pytest.raises(ConfigError, match=r"^p\.yaml: batch: 'scan_lr0\.2' is not defined under families$"):
+        check_batch(BATCH_PROFILE | {"batch": ["scan_lr0.1", "scan_lr0.2"]}, "p.yaml")
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "config").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "config" / "schema.yaml", tmp_path / "config")
+    profile = (
+        "families: {f: {runs: {a: null}}}\nfigures: {x: {notebook: 01_sharpness_plateaus, families: {plateaus: f}}}\n"
+    )
+    for batch, message in [("[f, g]", r"batch: 'g' is not defined under families"), ("al", r"batch: 'al' is not")]:
+        (tmp_path / "config" / "p.yaml").write_text(f"{profile}batch: {batch}\n")
+        with pytest.raises(ConfigError, match=rf"^p\.yaml: {message}"):
+            load_profile("p", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["smoke", "rehearsal"])
+def test_shipped_batches_cover_their_families_files_once(name):
+    profile = load_profile(name)
+    assert name != "rehearsal" or profile["batch"] == "all"  # kept from config/rehearsal.yaml by shrink_profile
+    jobs = batch_jobs(profile)
+    assert list(jobs) == batched_families(profile) and len(jobs) >= 12
+    batched = [f for job in jobs.values() for f in job["files"]]
+    assert len(batched) == len(set(batched))
+    assert set(batched) == {str(p) for p in profile_runs(profile) if p.parent.name in jobs}

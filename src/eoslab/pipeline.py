@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -159,18 +160,35 @@ def runtime_request(estimate_min: float, out: str | Path, steps: int) -> int:
     """Minutes a run job asks the scheduler for: 1.25 × the time the run still needs, plus SIGNAL_LEAD_MIN and
     2 minutes for the job wrapper. The need is measured where the run has measured it (its ``<out>.partial``:
     wall time per step so far × steps left), else the profile's ``estimate_min``."""
-    need = estimate_min
+    return math.ceil(1.25 * _need(estimate_min, out, steps) + SIGNAL_LEAD_MIN + 2)
+
+
+def batch_runtime_request(estimate_min: float, runs: Mapping[str, int]) -> int:
+    """Minutes a batch job making several runs (output → steps) asks for: as :func:`runtime_request`, the runs'
+    needs summed, SIGNAL_LEAD_MIN and the job wrapper's 2 minutes counted once (one job)."""
+    need = sum(_need(estimate_min, out, steps) for out, steps in runs.items())
+    return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
+
+
+def _need(estimate_min: float, out: str | Path, steps: int) -> float:
+    """Minutes a run still needs: wall time per step × steps left, as its ``<out>.partial`` measured, else
+    ``estimate_min``."""
     partial = Path(f"{out}.partial")
     if not partial.exists():
-        return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
+        return estimate_min
     from eoslab.store import is_intact, open_run  # imports xarray
 
     if is_intact(partial, partial=True):
         ds = open_run(partial)
         done = int(ds.step.values[-1]) if ds.sizes["step"] else 0
         if done > 0:
-            need = ds.attrs["wall_time_s"] / done * (steps - done) / 60
-    return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
+            return ds.attrs["wall_time_s"] / done * (steps - done) / 60
+    return estimate_min
+
+
+def family_resource(profile: Mapping[str, Any], family: str, key: str) -> int:
+    """A resource (``mem_mb``, ``runtime`` minutes) of a family's jobs: the family's own, else the profile's."""
+    return profile["families"][family].get("resources", {}).get(key, profile["resources"][key])
 
 
 def family_runs(profile: Mapping[str, Any], family: str, root: str | Path = "data/runs") -> dict[str, dict[str, Any]]:
@@ -191,6 +209,52 @@ def family_runs(profile: Mapping[str, Any], family: str, root: str | Path = "dat
             raise ConfigError(f"{family}/{name}: init.step: {source} saves steps {src['save_params']} only")
         config["init"]["file"] = str(run_file(src_family, src_name, src, root))
     return runs
+
+
+def batched_families(profile: Mapping[str, Any]) -> list[str]:
+    """The families whose files one job each makes (``eoslab batch``): the profile's ``batch``, ``all`` or a list."""
+    batch = profile.get("batch", [])
+    return list(profile["families"]) if batch == "all" else list(batch)
+
+
+def check_batch(profile: Mapping[str, Any], where: str = "profile") -> None:
+    """``ConfigError`` naming ``batch`` and the family unless every family the profile's ``batch`` lists is defined."""
+    for family in batched_families(profile):
+        if family not in profile["families"]:
+            raise ConfigError(f"{where}: batch: {family!r} is not defined under families")
+
+
+MAX_BATCH_BYTES = 100_000
+"""The most bytes of one batch job's items (JSON): they go on its command line, and Linux takes at most 128 KiB in
+one argument (MAX_ARG_STRLEN)."""
+
+
+def batch_jobs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> dict[str, dict[str, list[Any]]]:
+    """Batched family (:func:`batched_families`) → its one job: ``files``, every run file of the family (the job's
+    outputs); ``inputs``, the run files of other families its runs start from (``init.file``); ``items``, what
+    ``eoslab batch`` is given (``command``, validated ``config``, ``out``), in the family's order. ``ConfigError``
+    naming ``batch`` and the family if the items would not fit on a command line (:data:`MAX_BATCH_BYTES`)."""
+    jobs = {}
+    for family in batched_families(profile):
+        command = profile["families"][family]["command"]
+        runs = {str(run_file(family, name, c, root)): c for name, c in family_runs(profile, family, root).items()}
+        items = [{"command": command, "config": config, "out": out} for out, config in runs.items()]
+        size = len(json.dumps(items).encode())
+        if size > MAX_BATCH_BYTES:
+            raise ConfigError(
+                f"batch: {family}: its {len(items)} runs are {size} bytes of JSON, more than one command line takes "
+                f"({MAX_BATCH_BYTES}); leave the family out of batch or split it"
+            )
+        inputs = sorted({c["init"]["file"] for c in runs.values() if c.get("init", {}).get("file")})
+        jobs[family] = {"files": list(runs), "inputs": inputs, "items": items}
+    return jobs
+
+
+def family_pattern(excluded: Iterable[str]) -> str:
+    """The regular expression of a family's folder name (no '/') that is none of ``excluded``: the Snakefile's
+    per-file run rule leaves the files of batched families to their batch job."""
+    names = "|".join(map(re.escape, excluded))
+    return f"(?!(?:{names})/)[^/]+" if names else "[^/]+"
 
 
 def profile_runs(profile: Mapping[str, Any], root: str | Path = "data/runs") -> dict[Path, dict[str, Any]]:
@@ -319,6 +383,7 @@ def load_profile(name: str, root: str | Path | None = None) -> dict[str, Any]:
         raw = shrink_profile(raw, parse_yaml(other, f"{rehearsed}.yaml"))
     profile = check(raw, parse_yaml(schema, "schema.yaml"), path.name)
     check_roles(profile, path.name)
+    check_batch(profile, path.name)
     profile_runs(profile)
     validated = {k: VALIDATED[k] for k in map(family_key, profile["families"].values())}
     _write_json(memo, {"key": key, "profile": profile, "validated": validated})

@@ -98,19 +98,19 @@ def provenance(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_out(out: str | Path) -> Path:
+def check_out(out: str | Path, key: str = "--out") -> Path:
     """The path written for ``--out``: a symbolic link is followed (the run replaces the link's target, whose
     folder then holds the run's lock, checkpoint and partial results; the link stays), and a folder, FIFO, device or
-    socket is refused with a ``ConfigError`` naming ``--out`` (a run never replaces what is not a regular file)."""
+    socket is refused with a ``ConfigError`` naming ``key`` (a run never replaces what is not a regular file)."""
     out = Path(out)
     if out.is_symlink():
         out = Path(os.path.realpath(out))
     if out.is_dir():
-        raise ConfigError(f"--out: {out} is a folder; give the run file's path, e.g. {out}/run.nc")
+        raise ConfigError(f"{key}: {out} is a folder; give the run file's path, e.g. {out}/run.nc")
     if out.exists() and not out.is_file():
         mode = out.stat().st_mode
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise ConfigError(f"--out: {out} is {kind}, not a regular file; give a file path")
+        raise ConfigError(f"{key}: {out} is {kind}, not a regular file; give a file path")
     return out
 
 
