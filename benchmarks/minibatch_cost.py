@@ -10,8 +10,10 @@ Workload W1 of ``sharpness_vs_peers.py`` (4 tanh layers of 512 on 3072 Gaussian 
 - ``MiniBS m×b, basis``: the same stacked problems by :func:`eoslab.eigen.lanczos` (full reorthogonalisation, an
   m × steps × dim basis): what ``minibatch_sharpness`` did before. Its m = 32 case needs ~18 GB and is left out.
 
-The per-batch values of both MiniBS solvers are compared with a reference (Lanczos at tol 1e-7, residual rule) on
-the same batches. CPU seconds are the child's user + system time; the load average is printed with the table.
+The per-batch values of both MiniBS solvers are compared with a reference (the recurrence at tol 1e-5, residual
+rule: about float32's floor) on the same batches. "wall s" is the solve inside the child (operator build included,
+start-up not), "× full" its ratio to the full-batch solve's; CPU seconds are the whole child's user + system time
+(start-up included); the load average is printed with the table.
 """
 
 import os
@@ -55,7 +57,7 @@ def case(name: str, m: int, b: int, quick: bool) -> dict:
         res = eoslab.top_eigenvalues(model, half_mse, X, y, generator=torch.Generator().manual_seed(0))
         values, products = res.values[:, 0], res.n_matvecs
     elif name in ("short", "reference"):
-        tight = {"tol": 1e-7, "criterion": "residual", "max_iter": 400} if name == "reference" else {}
+        tight = {"tol": 1e-5, "max_iter": 200} if name == "reference" else {}  # float32: 1e-5 is about its floor
         est = eoslab.minibatch_sharpness(
             model, half_mse, X, y, b, batches=batches, generator=torch.Generator().manual_seed(0), **tight
         )
@@ -99,9 +101,9 @@ def main() -> None:
     for (label, name, m, _), r in zip(rows, results.values(), strict=True):
         ref = refs.get(m)
         err = "" if name == "full" else f"{max(abs(v - w) / w for v, w in zip(r['values'], ref, strict=True)):.1e}"
-        ratio = r["cpu"] / full["cpu"]
+        ratio = r["seconds"] / full["seconds"]
         print(f"{label:22s} {r['seconds']:7.2f} {r['cpu']:7.2f} {ratio:7.2f} {r['peak_gb']:8.2f} {err:>12s}")
-    ratio = results["MiniBS 32×32"]["cpu"] / full["cpu"]
+    ratio = results["MiniBS 32×32"]["seconds"] / full["seconds"]
     print(
         f"{'PASS' if ratio <= 3 else 'FAIL'}  MiniBS 32×32 costs {ratio:.2f}× a full-batch default solve (target <= 3)"
     )
