@@ -139,9 +139,9 @@ for family, job in BATCHES.items():  # values reach the rule through strings and
             mem_mb=family_resource(P, family, "mem_mb"),
             runtime=lambda wc, family=family: batch_runtime(family),
         log:
-            f"logs/batches/{family}.log",
+            f"logs/batches/{PROFILE}/{family}.log",
         benchmark:
-            f"logs/benchmarks/batches/{family}.tsv"
+            f"logs/benchmarks/batches/{PROFILE}/{family}.tsv"
         shell:
             "{PYTHON} -m eoslab.cli batch --json {params.batch_items} --threads {threads} --quiet 2> {log}"
 
