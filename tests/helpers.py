@@ -53,3 +53,14 @@ TINY_RUN = {
     "measure": {"every": 1},
 }
 """A run config that trains and measures in a fraction of a second (CLI and bad-input tests)."""
+
+TINY_LIMIT = {
+    "seed": 3,
+    "dtype": "float32",
+    "data": {"name": "synthetic_regression", "n": 20, "d": 3, "n_test": 0},
+    "model": {"name": "mlp", "width": 3, "depth": 2, "activation": "tanh"},
+    "loss": "mean_mse",
+    "optimizer": {"rule": "gd"},
+    "search": {"eta0": 1.0, "beta": 1.25, "T": 20, "R": 2},
+}
+"""A divergence search (``eoslab limit``) of a few dozen tiny trials (limit and batch tests)."""

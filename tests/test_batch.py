@@ -8,30 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import TINY_LIMIT, TINY_RUN
 
 import eoslab.cli
 from eoslab.cli import main
 from eoslab.runfiles import Interrupted
 from eoslab.store import open_run
 
-RUN = {
-    "dtype": "float64",
-    "data": {"name": "synthetic_regression", "n": 16, "d": 3, "n_test": 0},
-    "model": {"name": "mlp", "width": 4, "depth": 1},
-    "loss": "mean_mse",
-    "optimizer": {"lr": 0.1},
-    "steps": 3,
-    "measure": {"every": 1},
-}
-LIMIT = {
-    "seed": 3,
-    "dtype": "float32",
-    "data": {"name": "synthetic_regression", "n": 20, "d": 3, "n_test": 0},
-    "model": {"name": "mlp", "width": 3, "depth": 2, "activation": "tanh"},
-    "loss": "mean_mse",
-    "optimizer": {"rule": "gd"},
-    "search": {"eta0": 8.0, "beta": 2.0, "T": 10, "R": 1},
-}
+RUN = TINY_RUN
+LIMIT = TINY_LIMIT | {"search": {"eta0": 8.0, "beta": 2.0, "T": 10, "R": 1}}
 
 
 def items(folder, *commands: str) -> list[dict]:

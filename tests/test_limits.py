@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import TINY_LIMIT
 from torch.func import functional_call
 
 from eoslab.cli import main
@@ -13,15 +14,7 @@ from eoslab.limits import _init, _samples, limit, run_trials, trial_seed, valida
 from eoslab.pipeline import COMMANDS
 from eoslab.store import open_run
 
-CONFIG = {
-    "seed": 3,
-    "dtype": "float32",
-    "data": {"name": "synthetic_regression", "n": 20, "d": 3, "n_test": 0},
-    "model": {"name": "mlp", "width": 3, "depth": 2, "activation": "tanh"},
-    "loss": "mean_mse",
-    "optimizer": {"rule": "gd"},
-    "search": {"eta0": 1.0, "beta": 1.25, "T": 20, "R": 2},
-}
+CONFIG = TINY_LIMIT
 SGD = {"optimizer": {"rule": "sgd", "batch_size": 2, "sampling": "iid"}, "search": {**CONFIG["search"], "eta0": 0.3}}
 
 

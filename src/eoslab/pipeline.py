@@ -160,12 +160,12 @@ def runtime_request(estimate_min: float, out: str | Path, steps: int) -> int:
     """Minutes a run job asks the scheduler for: 1.25 × the time the run still needs, plus SIGNAL_LEAD_MIN and
     2 minutes for the job wrapper. The need is measured where the run has measured it (its ``<out>.partial``:
     wall time per step so far × steps left), else the profile's ``estimate_min``."""
-    return math.ceil(1.25 * _need(estimate_min, out, steps) + SIGNAL_LEAD_MIN + 2)
+    return batch_runtime_request(estimate_min, {str(out): steps})
 
 
 def batch_runtime_request(estimate_min: float, runs: Mapping[str, int]) -> int:
-    """Minutes a batch job making several runs (output → steps) asks for: as :func:`runtime_request`, the runs'
-    needs summed, SIGNAL_LEAD_MIN and the job wrapper's 2 minutes counted once (one job)."""
+    """Minutes a job making the runs ``runs`` (output → steps) asks for: 1.25 × the runs' needs summed
+    (:func:`_need`), plus SIGNAL_LEAD_MIN and the job wrapper's 2 minutes, counted once (one job)."""
     need = sum(_need(estimate_min, out, steps) for out, steps in runs.items())
     return math.ceil(1.25 * need + SIGNAL_LEAD_MIN + 2)
 
