@@ -3,7 +3,9 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/minibatch_cost.py [--quick]
 
 Workload W1 of ``sharpness_vs_peers.py`` (4 tanh layers of 512 on 3072 Gaussian inputs, n = 1024, half-MSE, float32,
-2.4 M parameters). Each case runs in a fresh process (peak resident memory is that process's ``ru_maxrss``):
+2.4 M parameters). Each case runs in a fresh process (its peak resident memory is its own ``ru_maxrss``), with
+freed memory kept in the heap as in the pipeline's jobs (:func:`eoslab.allocator.keep_freed_memory`); the rows
+marked "glibc default" run without it, as a plain Python process does:
 
 - ``full-batch default``: ``eoslab.sharpness`` as a user calls it (tol 1e-3).
 - ``MiniBS m×b``: ``eoslab.minibatch_sharpness`` (the three-term recurrence, no basis kept), default tol 1e-3.
@@ -12,8 +14,8 @@ Workload W1 of ``sharpness_vs_peers.py`` (4 tanh layers of 512 on 3072 Gaussian 
 
 The per-batch values of both MiniBS solvers are compared with a reference (the recurrence at tol 1e-5, residual
 rule: about float32's floor) on the same batches. "wall s" is the solve inside the child (operator build included,
-start-up not), "× full" its ratio to the full-batch solve's; CPU seconds are the whole child's user + system time
-(start-up included); the load average is printed with the table.
+start-up not), "× full" its ratio to the full-batch solve's with the same allocator setting; CPU seconds are the
+whole child's user + system time (start-up included); the load average is printed with the table.
 """
 
 import os
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 import eoslab
+from eoslab.allocator import keep_freed_memory
 from eoslab.curvature import sample_batches
 from eoslab.eigen import lanczos, start_vector
 from eoslab.losses import half_mse
@@ -49,7 +52,7 @@ def problem(quick: bool) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def case(name: str, m: int, b: int, quick: bool) -> dict:
-    """Run one case in this process: its values, products and seconds."""
+    """Run one case in this process: its values, products, seconds and peak resident memory."""
     model, X, y = problem(quick)
     batches = sample_batches(len(X), b, m, generator=torch.Generator().manual_seed(2))
     start = time.perf_counter()
@@ -66,17 +69,19 @@ def case(name: str, m: int, b: int, quick: bool) -> dict:
         op = MiniBatchHessians(model, half_mse, X[batches], y[batches])
         res = lanczos(op.matvec, start_vector(op.gradients, generator=torch.Generator().manual_seed(0)))
         values, products = res.values[:, 0], res.n_matvecs
-    return {"seconds": time.perf_counter() - start, "values": values.tolist(), "products": products}
+    seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"seconds": seconds, "values": values.tolist(), "products": products, "peak_gb": peak_gb}
 
 
-def measured(name: str, m: int, b: int, quick: bool) -> dict:
-    """:func:`case` in a fresh interpreter, with its CPU seconds and peak resident memory."""
+def measured(name: str, m: int, b: int, quick: bool, heap: bool = True) -> dict:
+    """:func:`case` in a fresh interpreter (``heap``: keeping freed memory), with its CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = [sys.executable, __file__, "--case", name, "--m", str(m), "--b", str(b)] + ["--quick"] * quick
+    argv += [] if heap else ["--glibc-default"]
     out = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["cpu"] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    out["peak_gb"] = after.ru_maxrss / 2**20  # the largest child so far: cases run smallest first
     return out
 
 
@@ -86,22 +91,26 @@ def main() -> None:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--m", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--b", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--glibc-default", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.case:
+        if not args.glibc_default:
+            keep_freed_memory()
         print(json.dumps(case(args.case, args.m, args.b, args.quick)))
         return
-    rows = [("full-batch default", "full", 1, 1), ("MiniBS 8×32, basis", "basis", 8, 32)]
-    rows += [("MiniBS 8×32", "short", 8, 32), ("MiniBS 32×32", "short", 32, 32)]
-    results = {label: measured(name, m, b, args.quick) for label, name, m, b in rows}
+    rows = [("full-batch default", "full", 1, 1, True), ("MiniBS 8×32, basis", "basis", 8, 32, True)]
+    rows += [("MiniBS 8×32", "short", 8, 32, True), ("MiniBS 32×32", "short", 32, 32, True)]
+    rows += [("full, glibc default", "full", 1, 1, False), ("32×32, glibc default", "short", 32, 32, False)]
+    results = {label: measured(name, m, b, args.quick, heap) for label, name, m, b, heap in rows}
     refs = {m: measured("reference", m, 32, args.quick)["values"] for m in (8, 32)}
     full = results["full-batch default"]
     print(f"W1{' (quick stand-in)' if args.quick else ''}, 1 thread, load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':22s} {'wall s':>7s} {'CPU s':>7s} {'× full':>7s} {'peak GB':>8s} {'max rel err':>12s}")
-    for (label, name, m, _), r in zip(rows, results.values(), strict=True):
+    for (label, name, m, _, heap), r in zip(rows, results.values(), strict=True):
         ref = refs.get(m)
         err = "" if name == "full" else f"{max(abs(v - w) / w for v, w in zip(r['values'], ref, strict=True)):.1e}"
-        ratio = r["seconds"] / full["seconds"]
+        ratio = r["seconds"] / (full if heap else results["full, glibc default"])["seconds"]
         print(f"{label:22s} {r['seconds']:7.2f} {r['cpu']:7.2f} {ratio:7.2f} {r['peak_gb']:8.2f} {err:>12s}")
     ratio = results["MiniBS 32×32"]["seconds"] / full["seconds"]
     print(
