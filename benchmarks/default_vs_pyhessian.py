@@ -15,13 +15,11 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
-from sharpness_vs_peers import Workload, pyhessian_top, reference
+from sharpness_vs_peers import LOADS, Workload, pyhessian_top, reference, timed
 from stopping_rule import draw
 
 from eoslab import top_eigenvalues
@@ -47,28 +45,19 @@ def main() -> None:
     warnings.filterwarnings("ignore", "Using backward.. with create_graph")  # PyHessian; it clears .grad after
     head = "".join(f" {name + ': s, HVPs, error':>27}" for name in ("PyHessian", "eoslab"))
     print(f"{'seed':>4} {'λ ref':>10}{head} {'ratio':>6}", flush=True)
-    ratios, loads = [], []
+    ratios = []
     for seed in map(int, args.seeds.split(",")):
         w = draw("W1", seed, args.quick)
         ref, _ = reference(w, {k: p.detach() for k, p in w.model.named_parameters()})
-        fns = calls(w, seed)
-        seconds: dict[str, list[float]] = {name: [] for name in fns}
-        results = {}
-        for i in range(1 + args.repeats):  # the first round untimed: first-call costs
-            for name, call in fns.items():
-                torch.manual_seed(seed)
-                start = time.perf_counter()
-                results[name] = call()
-                if i:
-                    seconds[name].append(time.perf_counter() - start)
-                    loads.append(os.getloadavg()[0])
-        median = {name: statistics.median(s) for name, s in seconds.items()}
-        error = {name: abs(value - ref) / abs(ref) for name, (value, _) in results.items()}
-        cells = "".join(f" {median[k]:>14.2f} {results[k][1]:>4} {error[k]:>7.1e}" for k in fns)
-        ratios.append(median["eoslab"] / median["PyHessian"])
+        out = timed(calls(w, seed), args.repeats, warmup=1, seed=seed)  # the untimed round: first-call costs
+        error = {name: abs(value - ref) / abs(ref) for name, (_, (value, _)) in out.items()}
+        cells = "".join(
+            f" {seconds:>14.2f} {products:>4} {error[k]:>7.1e}" for k, (seconds, (_, products)) in out.items()
+        )
+        ratios.append(out["eoslab"][0] / out["PyHessian"][0])
         print(f"{seed:>4} {ref:>10.5g}{cells} {ratios[-1]:>6.2f}", flush=True)
     print(f"eoslab / PyHessian time: {min(ratios):.2f}–{max(ratios):.2f} over {len(ratios)} draws", end="")
-    print(f" (load average {min(loads):.1f}–{max(loads):.1f} while timing)")
+    print(f" (load average {min(LOADS):.1f}–{max(LOADS):.1f} while timing)")
 
 
 if __name__ == "__main__":

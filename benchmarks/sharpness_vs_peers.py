@@ -260,17 +260,19 @@ def ours_power(w: Workload) -> tuple[float, int]:
 # --- measuring --------------------------------------------------------------------------------------------------
 
 
-def timed(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 0) -> dict[str, tuple[float, Any]]:
+def timed(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 0, seed: int = 0
+) -> dict[str, tuple[float, Any]]:
     """Per function: (median wall time, last result) over ``repeats`` rounds after ``warmup`` untimed ones.
 
     Rounds are round-robin (every function once per round), so background load on the machine hits all alike.
-    The global RNG is reseeded before each call (PyHessian draws its start vector from it).
+    The global RNG is reseeded with ``seed`` before each call (PyHessian draws its start vector from it).
     """
     seconds: dict[str, list[float]] = {k: [] for k in fns}
     out: dict[str, Any] = {}
     for i in range(warmup + repeats):
         for k, fn in fns.items():
-            torch.manual_seed(0)
+            torch.manual_seed(seed)
             t = time.perf_counter()
             out[k] = fn()
             if i >= warmup:
