@@ -164,4 +164,4 @@ rule figure:
     log:
         f"logs/figures/{PROFILE}/{{figure}}.log",
     shell:
-        "{PYTHON} -m papermill {input.notebook} {output.notebook} -y {params.notebook} --cwd . -k python3 > {log} 2>&1"
+        "{PYTHON} -m eoslab.notebooks {input.notebook} {output.notebook} -y {params.notebook} --cwd . -k python3 > {log} 2>&1"
