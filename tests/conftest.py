@@ -4,6 +4,10 @@ import pytest
 import torch
 from helpers import PROBLEMS, make_problem
 
+from eoslab.config import import_jsonschema
+
+import_jsonschema()  # before papermill (collected with the claims): its jsonschema import would build rfc3987's grammar
+
 
 @pytest.fixture(params=PROBLEMS)
 def problem64(request):
