@@ -275,3 +275,20 @@ def test_chunk_size_keeps_no_graph(problem64):
     assert torch.allclose(bounded.matvec(v), H @ v, rtol=1e-10, atol=1e-12) and bounded._graphs == []
     top = torch.linalg.eigvalsh(H)[-1].item()
     assert rel(eoslab.sharpness(model, loss_fn, X, y, chunk_size=5), top) <= 1e-3
+
+
+def test_flatten_copies_non_contiguous_batched_parameters_into_place():
+    """ParamSpace.flatten of transposed, batched and mixed-dtype tensors: the same vector as concatenating their
+    row-major reshapes, and unflatten inverts it."""
+    g = torch.Generator().manual_seed(0)
+    tree = {
+        "w": torch.randn(4, 5, 3, generator=g).transpose(1, 2),  # (4, 3, 5), non-contiguous
+        "b": torch.randn(4, 3, generator=g, dtype=torch.float64),
+        "s": torch.randn(4, generator=g),  # a scalar parameter, batched
+    }
+    space = ParamSpace({"w": torch.zeros(3, 5), "b": torch.zeros(3), "s": torch.zeros(())})
+    flat = space.flatten(tree, batch_dims=1)
+    want = torch.cat([t.reshape(4, -1).double() for t in tree.values()], dim=-1)
+    assert flat.dtype == torch.float64 and flat.shape == (4, 19) and torch.equal(flat, want)
+    back = space.unflatten(flat)
+    assert all(torch.equal(back[k], tree[k].double()) for k in tree)

@@ -150,8 +150,9 @@ def minibatch_eigs(
     warm = None
     if v0 is not None:
         warm = v0.expand(op.m, op.dim) if v0.dim() == 1 or v0.shape[0] != op.m else v0
-    v = start_vector(op.gradients, warm, generator)
-    return short_lanczos(op.matvec, v, tol, max_iter, generator, criterion, vectors)
+    return short_lanczos(
+        op.matvec, start_vector(op.gradients, warm, generator), tol, max_iter, generator, criterion, vectors
+    )
 
 
 def minibatch_sharpness(

@@ -148,16 +148,18 @@ def short_lanczos(
     if criterion not in ("eigenvalue", "residual"):
         raise ValueError(f"criterion must be 'eigenvalue' or 'residual', got {criterion!r}")
     steps = min(max_iter, v0.shape[1])
-    start = q = v0 / v0.norm(dim=-1, keepdim=True)
+    q = v0 / v0.norm(dim=-1, keepdim=True)
+    start = q if vectors else None  # kept only to replay the recurrence
+    del v0  # (m, dim) fewer at the peak when the caller passes its start vector without keeping it
     q_prev, beta_prev = torch.zeros_like(q), torch.zeros_like(q[:, 0])
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
     restarts: dict[int, Tensor] = {}  # step → the next vectors, where a breakdown restarted some problem
     stop = StoppingRule(tol, criterion)
     for j in range(steps):
-        w = matvec(q).to(q.dtype)
-        alphas.append(torch.linalg.vecdot(q, w))
-        w = torch.addcmul(w, alphas[-1][:, None], q, value=-1).addcmul_(beta_prev[:, None], q_prev, value=-1)
+        w = fresh(matvec(q).to(q.dtype), q, q_prev)
+        alphas.append(row_dots(q, w))
+        w.addcmul_(alphas[-1][:, None], q, value=-1).addcmul_(beta_prev[:, None], q_prev, value=-1)
         beta = w.norm(dim=-1)
         theta, S, top, residuals, errors = ritz_bounds(alphas, betas, beta, 1, criterion)
         errors, done = stop(top, errors)
@@ -229,19 +231,33 @@ def ritz_bounds(
 def next_vector(
     w: Tensor, beta: Tensor, alphas: list[Tensor], generator: torch.Generator | None, basis: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """(q_{j+1}, β_j) from the unnormalised w = β_jq_{j+1}: w/β_j, or where β_j vanishes (a breakdown: the Krylov
-    space is invariant) a fresh random unit vector, orthogonal to ``basis`` if given, with β_j = 0, so that the
-    spectrum of T stays exact."""
+    """(q_{j+1}, β_j) from the unnormalised w = β_jq_{j+1}: w/β_j (w divided in place), or where β_j vanishes (a
+    breakdown: the Krylov space is invariant) a fresh random unit vector, orthogonal to ``basis`` if given, with
+    β_j = 0, so that the spectrum of T stays exact."""
     m, dim = w.shape
     scale = torch.stack([a.abs() for a in alphas]).amax(0) + 1.0
     broken = beta <= 10 * torch.finfo(w.dtype).eps * scale * dim**0.5
     if not broken.any():
-        return w / beta[:, None], beta
+        return w.div_(beta[:, None]), beta
     fresh = torch.randn((m, dim), dtype=w.dtype, generator=generator, device="cpu").to(w.device)
     if basis is not None:
         fresh = orthogonalize(orthogonalize(fresh, basis), basis)
     w = torch.where(broken[:, None], fresh / fresh.norm(dim=-1, keepdim=True), w / beta[:, None])
     return w, torch.where(broken, torch.zeros_like(beta), beta)
+
+
+def row_dots(a: Tensor, b: Tensor) -> Tensor:
+    """(a_i · b_i)_i for the rows of two (m, dim) tensors, by one batched matrix product: no (m, dim) temporary
+    (``torch.linalg.vecdot`` makes one; 32 × 2.4 M float32: 0.12 s against 0.25 s, one thread)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(a.shape[0])
+
+
+def fresh(w: Tensor, *kept: Tensor) -> Tensor:
+    """``w``, or a copy where it shares memory with a vector the caller keeps (a matvec that returns its input, or a
+    view of it): the recurrence then updates w in place. Fresh products skip an (m, dim) allocation per update,
+    which on large stacked problems costs as much as the arithmetic (page faults on newly mapped memory)."""
+    ptr = w.untyped_storage().data_ptr()
+    return w.clone() if any(ptr == v.untyped_storage().data_ptr() for v in kept) else w
 
 
 def error_bounds(theta: Tensor, residuals: Tensor, k: int) -> Tensor:

@@ -20,6 +20,7 @@ product rebuilds the chunk graphs one at a time (a gradient plus a backward per 
 instead of ~1.4); keeping every chunk's graph (``reuse=True``) saves no memory.
 """
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,8 +51,17 @@ class ParamSpace:
         self.dim = sum(self.sizes)
 
     def flatten(self, tree: Params, batch_dims: int = 0) -> Tensor:
-        """Concatenate ``tree``'s tensors into shape (*batch, dim)."""
-        return torch.cat([t.reshape(*t.shape[:batch_dims], -1) for t in tree.values()], dim=-1)
+        """Concatenate ``tree``'s tensors into shape (*batch, dim), each copied once straight into its slice.
+
+        (``torch.cat`` of reshapes copies a non-contiguous tensor twice, and the products of the stacked mini-batch
+        Hessians are non-contiguous: on 32 stacked W1 problems the two copies took longer than the product.)
+        """
+        parts = list(tree.values())
+        dtype = functools.reduce(torch.promote_types, (t.dtype for t in parts))
+        out = parts[0].new_empty((*parts[0].shape[:batch_dims], self.dim), dtype=dtype)
+        for t, slot in zip(parts, out.split(self.sizes, dim=-1), strict=True):
+            slot.view(t.shape).copy_(t)
+        return out
 
     def unflatten(self, vec: Tensor) -> Params:
         """Split a (*batch, dim) tensor into the parameter shapes, keeping the batch dimensions."""
@@ -404,9 +414,15 @@ class MiniBatchHessians(LinearOperator):
 
         self._graph = build(lambda th: vmap(forward)(th, Xs), total, stacked)
         self.losses = losses[0].detach()
-        self.gradients = self.space.flatten(self._graph.gradient, batch_dims=1)
-        self.like = self.gradients
+        self.like = self.losses
         self.n_matvecs = 0
+
+    @property
+    def gradients(self) -> Tensor:
+        """(g_{B_1}, ..., g_{B_m}) as an (m, dim) tensor, g_{B_j} = ∇L_{B_j}: flattened at each access and not kept,
+        so that a solver's vectors are the only (m, dim) tensors in memory beside the graph's own gradients (32
+        stacked W1 batches: 0.28 GB fewer)."""
+        return self.space.flatten(self._graph.gradient, batch_dims=1)
 
     def _rows(self, V: Tensor) -> Tensor:
         return torch.stack([self.matvec(v.reshape(self.m, self.dim)).reshape(-1) for v in V])
@@ -418,6 +434,6 @@ class MiniBatchHessians(LinearOperator):
     def matvec(self, V: Tensor) -> Tensor:
         """(H_{B_1} V_1, ..., H_{B_m} V_m) for V of shape (m, dim)."""
         self.n_matvecs += 1
-        tangent = self.space.unflatten(V.to(self.gradients.dtype))
+        tangent = self.space.unflatten(V.to(self.like.dtype))
         products = self._graph.hvp(tangent, cotangent=V.numel() >= COTANGENT_FROM)
         return self.space.flatten(products, batch_dims=1).detach()
