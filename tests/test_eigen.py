@@ -199,10 +199,12 @@ def test_short_lanczos_agrees_with_full_reorthogonalisation_on_a_network():
 
 def test_short_lanczos_updates_in_place_without_touching_kept_vectors():
     """The recurrence updates each fresh product in place; a matvec that returns its input (or a view of it) is
-    copied first, so the identity and a scaled view still give their exact top eigenvalue, and v0 is unchanged."""
+    copied first (so is an expanded one), so the identity, a view and the zero operator give their exact top
+    eigenvalue, and v0 is unchanged."""
     v0 = torch.randn(3, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     before = v0.clone()
-    for matvec, want in ((lambda V: V, 1.0), (lambda V: V.view(3, 50), 1.0)):
+    zero = torch.zeros(1, 50, dtype=torch.float64)
+    for matvec, want in ((lambda V: V, 1.0), (lambda V: V.view(3, 50), 1.0), (lambda V: zero.expand(3, 50), 0.0)):
         res = short_lanczos(matvec, v0, 1e-10, 20, generator=torch.Generator().manual_seed(1))
-        assert torch.allclose(res.values[:, 0], torch.full((3,), want, dtype=torch.float64), rtol=1e-12)
+        assert torch.allclose(res.values[:, 0], torch.full((3,), want, dtype=torch.float64), rtol=1e-12, atol=0)
     assert torch.equal(v0, before)

@@ -157,7 +157,7 @@ def short_lanczos(
     restarts: dict[int, Tensor] = {}  # step → the next vectors, where a breakdown restarted some problem
     stop = StoppingRule(tol, criterion)
     for j in range(steps):
-        w = fresh(matvec(q).to(q.dtype), q, q_prev)
+        w = writable(matvec(q).to(q.dtype), q, q_prev)
         alphas.append(row_dots(q, w))
         w.addcmul_(alphas[-1][:, None], q, value=-1).addcmul_(beta_prev[:, None], q_prev, value=-1)
         beta = w.norm(dim=-1)
@@ -252,12 +252,14 @@ def row_dots(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(a.shape[0])
 
 
-def fresh(w: Tensor, *kept: Tensor) -> Tensor:
-    """``w``, or a copy where it shares memory with a vector the caller keeps (a matvec that returns its input, or a
-    view of it): the recurrence then updates w in place. Fresh products skip an (m, dim) allocation per update,
-    which on large stacked problems costs as much as the arithmetic (page faults on newly mapped memory)."""
+def writable(w: Tensor, *kept: Tensor) -> Tensor:
+    """``w``, or a contiguous copy where it shares memory with a vector the caller keeps (a matvec that returns its
+    input, or a view of it) or is not contiguous (e.g. expanded): the recurrence then updates w in place. Updating
+    the products in place skips an (m, dim) allocation per update, which on large stacked problems costs as much as
+    the arithmetic (page faults on newly mapped memory)."""
     ptr = w.untyped_storage().data_ptr()
-    return w.clone() if any(ptr == v.untyped_storage().data_ptr() for v in kept) else w
+    shared = any(ptr == v.untyped_storage().data_ptr() for v in kept)
+    return w.clone(memory_format=torch.contiguous_format) if shared or not w.is_contiguous() else w
 
 
 def error_bounds(theta: Tensor, residuals: Tensor, k: int) -> Tensor:
