@@ -188,9 +188,10 @@ def minibatch_sharpness(
     return Estimate(minibatch_eigs(op, tol, max_iter, v0, generator, criterion).values[:, 0])
 
 
-def batch_directional(op: MiniBatchHessians) -> Tensor:
-    """g_Bᵀ H_B g_B / ‖g_B‖² for every batch of the stacked operator (one HVP per batch)."""
-    g = op.gradients
+def batch_directional(op: MiniBatchHessians, g: Tensor | None = None) -> Tensor:
+    """g_Bᵀ H_B g_B / ‖g_B‖² for every batch of the stacked operator (one HVP per batch). ``g``: the (m, dim)
+    ``op.gradients`` where the caller holds them already (each access of that property flattens a new copy)."""
+    g = op.gradients if g is None else g
     return (g * op.matvec(g)).sum(-1) / (g * g).sum(-1)
 
 

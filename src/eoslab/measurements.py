@@ -177,7 +177,8 @@ def minibatch(ctx: Context) -> dict[str, Any]:
     idx = sample_batches(len(X), ctx.batch_size, ctx.m["minibatch"], ctx.replace, ctx.gen)
     mb = MiniBatchHessians(ctx.problem.model, ctx.problem.loss_fn, X[idx], Y[idx], ctx.params)
     res = minibatch_eigs(mb, **ctx.solver)  # fresh batches: each starts from its own gradient
-    ratios, weights = batch_directional(mb), (mb.gradients * mb.gradients).sum(-1)
+    g = mb.gradients
+    ratios, weights = batch_directional(mb, g), (g * g).sum(-1)
     return {
         "minibatch_sharpness": res.values[:, 0],
         "batch_sharpness": ratios,
